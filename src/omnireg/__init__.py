@@ -1,0 +1,12 @@
+"""omnireg: medical image registration with learnable similarity measures, in world coordinates."""
+
+from importlib.metadata import PackageNotFoundError, version as _version
+
+try:
+    __version__ = _version("omnireg")
+except PackageNotFoundError:  # running from a source tree without installation
+    __version__ = "0.0.0+unknown"
+
+from .core import Grid, Image, Interp, Padding, Space, sample, sample_world
+
+__all__ = ["Grid", "Image", "Interp", "Padding", "Space", "sample", "sample_world", "__version__"]
