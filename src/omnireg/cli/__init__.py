@@ -1,0 +1,1 @@
+"""The ``omnireg`` command line: the only place that configures logging and prints progress."""

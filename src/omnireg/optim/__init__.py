@@ -1,0 +1,19 @@
+"""Per-pair, optimisation-based registration: configuration, presets, pyramids, initialisation, engine."""
+
+from .config import PRESETS, Init, Optimizer, RegistrationConfig, StageConfig, TransformKind, preset
+from .engine import register
+from .result import LevelHistory, ProgressEvent, RegistrationResult
+
+__all__ = [
+    "PRESETS",
+    "Init",
+    "LevelHistory",
+    "Optimizer",
+    "ProgressEvent",
+    "RegistrationConfig",
+    "RegistrationResult",
+    "StageConfig",
+    "TransformKind",
+    "preset",
+    "register",
+]

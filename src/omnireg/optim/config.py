@@ -1,0 +1,226 @@
+"""Typed configuration of a registration: stages, pyramid levels, optimisers, presets.
+
+A :class:`RegistrationConfig` is a list of :class:`StageConfig` run one after the other, each stage
+starting from the result of the previous one (rigid -> affine -> deformable). It converts to and from
+plain dictionaries (YAML/TOML/JSON) with :meth:`RegistrationConfig.to_dict` / :meth:`from_dict`;
+unknown keys raise a ``ValueError`` naming them.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, field, fields
+from enum import Enum
+from typing import Any
+
+from ..core.enums import as_enum
+
+__all__ = [
+    "TransformKind",
+    "Optimizer",
+    "Init",
+    "StageConfig",
+    "RegistrationConfig",
+    "PRESETS",
+    "preset",
+]
+
+
+class TransformKind(str, Enum):
+    """Transform model of a stage."""
+
+    TRANSLATION = "translation"
+    RIGID = "rigid"
+    SIMILARITY = "similarity"
+    AFFINE = "affine"
+    BSPLINE = "bspline"
+    SVF = "svf"
+
+    @property
+    def is_linear(self) -> bool:
+        return self not in (TransformKind.BSPLINE, TransformKind.SVF)
+
+
+class Optimizer(str, Enum):
+    """Local optimiser of a stage: gradient-based (Adam, L-BFGS) or derivative-free (BOBYQA via nlopt)."""
+
+    ADAM = "adam"
+    LBFGS = "lbfgs"
+    BOBYQA = "bobyqa"
+
+
+class Init(str, Enum):
+    """Initial alignment before the first stage.
+
+    ``geometry``: align the centres of the two fields of view; ``com``: align the intensity centres of
+    mass; ``moments``: centres of mass plus principal axes (rotation among the 24 proper axis permutations
+    /sign choices, chosen by the first stage's metric); ``none``: identity.
+    """
+
+    NONE = "none"
+    GEOMETRY = "geometry"
+    COM = "com"
+    MOMENTS = "moments"
+
+
+@dataclass
+class StageConfig:
+    """One stage of a registration.
+
+    Args:
+        transform: transform model (:class:`TransformKind`).
+        metric: similarity name (see :func:`omnireg.similarity.get_similarity`).
+        metric_options: keyword options of the similarity (e.g. ``{"bins": 32}``).
+        shrink: per pyramid level, the factor by which the fixed grid's spacing is multiplied (coarse first).
+        smoothing_mm: per level, Gaussian sigma in mm applied before shrinking; ``None`` = ``0.5 * (shrink - 1)``
+            times the largest fixed spacing, per level (0 at full resolution).
+        iterations: per level, the maximum number of optimiser iterations.
+        optimizer: local optimiser (:class:`Optimizer`).
+        learning_rate: step size of Adam (in the scaled parameter units: mm, and radians times the image radius).
+        tolerance: convergence: stop a level when the loss improved by less than ``tolerance`` (relative)
+            over the last ``window`` iterations.
+        window: see ``tolerance``.
+        global_search: for linear stages, a coarse multi-start over rotations followed by BOBYQA at the
+            coarsest level before the local optimiser (large capture range).
+        search_angles_deg: the rotation angles (about each axis) tried by the global search.
+        control_spacing_mm: B-spline control-point spacing in mm.
+        svf_steps: scaling-and-squaring steps of an SVF stage.
+        svf_spacing_mm: spacing in mm of the SVF's velocity grid (``None``: the finest level's spacing, at least 2x the image spacing).
+        regularization: penalty weights: ``bending``, ``diffusion``, ``elastic``, ``folding`` (deformable stages).
+        sampling: fraction of fixed voxels used by point-wise metrics at each iteration (1 = all).
+    """
+
+    transform: str = "affine"
+    metric: str = "ncc"
+    metric_options: dict = field(default_factory=dict)
+    shrink: list = field(default_factory=lambda: [4, 2, 1])
+    smoothing_mm: list | None = None
+    iterations: list = field(default_factory=lambda: [100, 60, 30])
+    optimizer: str = "lbfgs"
+    learning_rate: float = 0.5
+    tolerance: float = 1e-5
+    window: int = 8
+    global_search: bool = False
+    search_angles_deg: list = field(default_factory=lambda: [-60.0, -30.0, 0.0, 30.0, 60.0])
+    control_spacing_mm: float = 12.0
+    svf_steps: int = 7
+    svf_spacing_mm: float | None = None
+    regularization: dict = field(default_factory=dict)
+    sampling: float = 1.0
+
+    def validate(self) -> "StageConfig":
+        as_enum(self.transform, TransformKind, "transform")
+        as_enum(self.optimizer, Optimizer, "optimizer")
+        if not self.shrink or any(float(s) < 1 for s in self.shrink):
+            raise ValueError(f"shrink: expected a list of factors >= 1, got {self.shrink!r}")
+        if len(self.iterations) != len(self.shrink):
+            raise ValueError(
+                f"iterations: expected one value per level ({len(self.shrink)}), got {len(self.iterations)}"
+            )
+        if self.smoothing_mm is not None and len(self.smoothing_mm) != len(self.shrink):
+            raise ValueError(f"smoothing_mm: expected one value per level ({len(self.shrink)}), got {len(self.smoothing_mm)}")
+        if any(int(i) < 0 for i in self.iterations):
+            raise ValueError("iterations: expected non-negative counts")
+        if not 0 < float(self.sampling) <= 1:
+            raise ValueError(f"sampling: expected a fraction in (0, 1], got {self.sampling}")
+        if self.control_spacing_mm <= 0:
+            raise ValueError(f"control_spacing_mm: expected > 0, got {self.control_spacing_mm}")
+        if int(self.svf_steps) < 0:
+            raise ValueError(f"svf_steps: expected >= 0, got {self.svf_steps}")
+        known = {"bending", "diffusion", "elastic", "folding", "elastic_mu", "elastic_lambda"}
+        unknown = set(self.regularization) - known
+        if unknown:
+            raise ValueError(f"regularization: unknown terms {sorted(unknown)}; valid: {sorted(known)}")
+        return self
+
+    @property
+    def kind(self) -> TransformKind:
+        return as_enum(self.transform, TransformKind, "transform")
+
+
+@dataclass
+class RegistrationConfig:
+    """A complete registration: initialisation, stages, reproducibility and device.
+
+    Args:
+        stages: the stages, run in order.
+        init: initial alignment (:class:`Init`).
+        seed: seed of every random choice (sampling, search order): the same seed gives the same result.
+        device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+        normalize: rescale both images to their robust [0.5, 99.5] percentile range before registering.
+    """
+
+    stages: list = field(default_factory=lambda: [StageConfig()])
+    init: str = "moments"
+    seed: int = 0
+    device: str = "cpu"
+    normalize: bool = True
+
+    def validate(self) -> "RegistrationConfig":
+        as_enum(self.init, Init, "init")
+        if not self.stages:
+            raise ValueError("stages: expected at least one stage")
+        for st in self.stages:
+            st.validate()
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "RegistrationConfig":
+        data = copy.deepcopy(dict(data))
+        top = {f.name for f in fields(cls)}
+        unknown = set(data) - top
+        if unknown:
+            raise ValueError(f"config: unknown keys {sorted(unknown)}; valid: {sorted(top)}")
+        stage_keys = {f.name for f in fields(StageConfig)}
+        stages = []
+        for i, st in enumerate(data.pop("stages", [{}])):
+            bad = set(st) - stage_keys
+            if bad:
+                raise ValueError(f"config: stage {i}: unknown keys {sorted(bad)}; valid: {sorted(stage_keys)}")
+            stages.append(StageConfig(**st))
+        return cls(stages=stages, **data).validate()
+
+
+def _presets() -> dict[str, dict[str, Any]]:
+    rigid = dict(transform="rigid", metric="ncc", shrink=[4, 2, 1], iterations=[60, 30, 15], optimizer="lbfgs")
+    affine = dict(transform="affine", metric="ncc", shrink=[4, 2, 1], iterations=[60, 30, 15], optimizer="lbfgs")
+    mm_rigid = dict(rigid, metric="mi", metric_options={"bins": 32}, global_search=True)
+    mm_affine = dict(affine, metric="mi", metric_options={"bins": 32})
+    bspline = dict(
+        transform="bspline",
+        metric="lncc",
+        metric_options={"window": 5, "window_unit": "voxel"},
+        shrink=[4, 2, 1],
+        iterations=[60, 40, 20],
+        optimizer="adam",
+        learning_rate=0.5,
+        control_spacing_mm=10.0,
+        regularization={"bending": 0.5, "folding": 10.0},
+    )
+    mm_bspline = dict(bspline, metric="mind", metric_options={})
+    return {
+        "rigid": {"init": "moments", "stages": [dict(rigid, global_search=True)]},
+        "affine": {"init": "moments", "stages": [dict(rigid, global_search=True), affine]},
+        "deformable": {"init": "moments", "stages": [dict(rigid, global_search=True), affine, bspline]},
+        "multimodal-affine": {"init": "moments", "stages": [mm_rigid, mm_affine]},
+        "multimodal-deformable": {"init": "moments", "stages": [mm_rigid, mm_affine, mm_bspline]},
+    }
+
+
+PRESETS: dict[str, dict[str, Any]] = _presets()
+
+
+def preset(name: str) -> RegistrationConfig:
+    """The named preset as a fresh :class:`RegistrationConfig`.
+
+    ``rigid``, ``affine`` (rigid then affine), ``deformable`` (rigid, affine, B-spline; NCC/LNCC),
+    ``multimodal-affine`` and ``multimodal-deformable`` (mutual information for the linear stages, MIND-SSC
+    for the deformable one). Every preset starts with moments initialisation and a global rotation search,
+    so two files are enough for a good result.
+    """
+    if name not in PRESETS:
+        raise ValueError(f"preset: expected one of {', '.join(sorted(PRESETS))}, got {name!r}")
+    return RegistrationConfig.from_dict(copy.deepcopy(PRESETS[name]))

@@ -1,0 +1,608 @@
+"""The per-pair registration engine: ``register(fixed, moving, config=...)``.
+
+How a run proceeds:
+
+1. Both images are brought to float32 on the requested device and (by default) rescaled to their
+   robust [0.5, 99.5] percentile range, so step sizes and metric options mean the same for any scanner.
+2. Initialisation (:mod:`omnireg.optim.initialize`): candidate matrices are scored with the first
+   stage's metric at its coarsest level and the best one is kept.
+3. Stages run in order. Stage ``k`` optimises a new transform ``S_k`` started at identity and the
+   mapping used is ``T = T_prev ∘ S_k`` (``S_k`` acts on the fixed-space points first), so every stage
+   starts exactly where the previous one ended. Linear stages are folded into one affine matrix;
+   deformable stages (B-spline, SVF) are kept as a displacement on the fixed grid applied before it.
+4. Each stage runs a Gaussian pyramid (coarse to fine). A linear stage with ``global_search`` first scores
+   a multi-start over rotations about every axis at the coarsest level, refines the best ones with BOBYQA
+   (nlopt, derivative-free) and continues from the best; then Adam or L-BFGS runs at every level until the
+   iteration budget or the convergence rule (relative loss change below ``tolerance`` over ``window``
+   iterations) stops it.
+
+Parameters are optimised in scaled units: translations in mm, rotations, scales and shears multiplied by
+the radius of the fixed image (so one unit moves the image's boundary by about one mm). Masks are weights in
+fixed space; the similarity is computed over ``fixed_mask * warped(moving_mask) * overlap`` where ``overlap``
+is the (interpolated) support of the warped moving image (see :mod:`omnireg.similarity`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..core import Grid, Image, sample
+from ..core.enums import as_enum
+from .config import Init, Optimizer, RegistrationConfig, StageConfig, TransformKind, preset
+from .initialize import fov_center, initial_candidates
+from .pyramid import Level, pyramid_level
+from .result import Callback, LevelHistory, ProgressEvent, RegistrationResult
+
+__all__ = ["register"]
+
+log = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def _robust_normalize(data: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    x = data.float()
+    vals = x[:, :1] if mask is None else x[:, :1][mask > 0]
+    vals = vals.reshape(-1)
+    if vals.numel() > 2_000_000:
+        idx = torch.linspace(0, vals.numel() - 1, 2_000_000, device=vals.device).long()
+        vals = vals[idx]
+    lo = torch.quantile(vals, 0.005)
+    hi = torch.quantile(vals, 0.995)
+    if not torch.isfinite(lo) or not torch.isfinite(hi) or hi <= lo:
+        lo, hi = vals.min(), vals.max()
+    scale = (hi - lo) if hi > lo else torch.ones((), device=x.device)
+    return (x - lo) / scale
+
+
+def _check_inputs(fixed: Image, moving: Image, fixed_mask: Image | None, moving_mask: Image | None) -> None:
+    if not isinstance(fixed, Image):
+        raise TypeError(f"fixed: expected an omnireg Image, got {type(fixed).__name__}")
+    if not isinstance(moving, Image):
+        raise TypeError(f"moving: expected an omnireg Image, got {type(moving).__name__}")
+    if fixed.ndim != moving.ndim:
+        raise ValueError(f"moving: expected a {fixed.ndim}D image like fixed, got {moving.ndim}D")
+    if fixed.channels != moving.channels:
+        raise ValueError(f"moving: expected {fixed.channels} channel(s) like fixed, got {moving.channels}")
+    for name, img in (("fixed", fixed), ("moving", moving)):
+        if not torch.isfinite(img.data.float()).all():
+            raise ValueError(f"{name}: the image contains NaN or infinite values")
+        if float(img.data.float().max() - img.data.float().min()) == 0.0:
+            raise ValueError(f"{name}: the image is constant; nothing to register")
+    for name, mask, ref in (("fixed_mask", fixed_mask, fixed), ("moving_mask", moving_mask, moving)):
+        if mask is None:
+            continue
+        if not isinstance(mask, Image):
+            raise TypeError(f"{name}: expected an omnireg Image, got {type(mask).__name__}")
+        if not mask.grid.same_as(ref.grid, atol=1e-3):
+            raise ValueError(f"{name}: expected the grid of the {name.split('_')[0]} image, got {mask.grid!r}")
+        if float(mask.data.float().abs().sum()) == 0.0:
+            raise ValueError(f"{name}: the mask is empty (all zero)")
+
+
+def _matrix_tensor(m: np.ndarray, dtype, device) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(m, dtype=np.float64), dtype=dtype, device=device)
+
+
+def _make_stage_transform(stage: StageConfig, grid: Grid, center: np.ndarray, dtype, device) -> nn.Module:
+    """A new identity transform of the stage's kind, centred on the fixed image."""
+    from .. import transforms as T
+
+    kind = stage.kind
+    d = grid.ndim
+    c = torch.as_tensor(center, dtype=dtype)
+    if kind is TransformKind.TRANSLATION:
+        t = T.Translation(ndim=d, dtype=dtype)
+    elif kind is TransformKind.RIGID:
+        t = T.Rigid(ndim=d, center=c, dtype=dtype)
+    elif kind is TransformKind.SIMILARITY:
+        t = T.Similarity(ndim=d, center=c, dtype=dtype)
+    elif kind is TransformKind.AFFINE:
+        t = T.Affine(ndim=d, center=c, dtype=dtype)
+    elif kind is TransformKind.BSPLINE:
+        t = T.BSplineTransform.from_grid(grid, spacing_mm=stage.control_spacing_mm, dtype=dtype)
+    else:
+        spacing = stage.svf_spacing_mm or max(2.0 * min(grid.spacing), 2.0)
+        vgrid = grid.with_spacing([max(spacing, s) for s in grid.spacing])
+        t = T.StationaryVelocityField(
+            torch.zeros(1, d, *vgrid.shape, dtype=dtype), vgrid, steps=int(stage.svf_steps)
+        )
+    return t.to(device)
+
+
+def _scales(module: nn.Module, radius: float) -> dict[str, torch.Tensor]:
+    """Per-parameter scale: optimisation variable z = parameter / scale (mm-like units)."""
+    if hasattr(module, "parameter_scales_by_name"):
+        return dict(module.parameter_scales_by_name(radius))
+    out = {}
+    for name, p in module.named_parameters():
+        low = name.lower()
+        if "trans" in low or "coeff" in low or "veloc" in low or "field" in low or "disp" in low:
+            s = 1.0
+        else:  # rotations (rad), log-scales, matrices: one unit ~ one mm at the image radius
+            s = 1.0 / max(radius, 1e-6)
+        out[name] = torch.full_like(p, s)
+    return out
+
+
+class _Scaled(nn.Module):
+    """Holds optimisation variables z with ``parameter = z * scale`` and evaluates the wrapped transform."""
+
+    def __init__(self, transform: nn.Module, scales: dict[str, torch.Tensor]) -> None:
+        super().__init__()
+        self.transform = transform
+        self.names = [n for n, _ in transform.named_parameters()]
+        self.scale = {n: scales[n].detach() for n in self.names}
+        self.z = nn.ParameterList(
+            [nn.Parameter((p.detach() / self.scale[n]).clone()) for n, p in transform.named_parameters()]
+        )
+
+    def params(self) -> dict[str, torch.Tensor]:
+        return {n: z * self.scale[n] for n, z in zip(self.names, self.z)}
+
+    def call(self, method: str, *args):
+        params = self.params()
+        module = self.transform
+
+        class _Call(nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.t = module
+
+            def forward(self, *a):
+                return getattr(self.t, method)(*a) if method != "forward" else self.t(*a)
+
+        wrapper = _Call()
+        return torch.func.functional_call(wrapper, {f"t.{k}": v for k, v in params.items()}, args)
+
+    def flat(self) -> np.ndarray:
+        return torch.cat([z.detach().reshape(-1) for z in self.z]).cpu().double().numpy()
+
+    def set_flat(self, vec: np.ndarray) -> None:
+        i = 0
+        with torch.no_grad():
+            for z in self.z:
+                n = z.numel()
+                z.copy_(torch.as_tensor(vec[i : i + n], dtype=z.dtype).reshape(z.shape))
+                i += n
+
+    def commit(self) -> nn.Module:
+        """Write the optimised values back into the transform and return it (detached)."""
+        with torch.no_grad():
+            for n, v in self.params().items():
+                _get_param(self.transform, n).copy_(v)
+        return self.transform
+
+
+def _get_param(module: nn.Module, name: str) -> torch.Tensor:
+    obj = module
+    for part in name.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+class _LevelProblem:
+    """Loss of a transform at one pyramid level."""
+
+    def __init__(
+        self,
+        fixed: Level,
+        moving: Level,
+        fixed_mask: torch.Tensor | None,
+        moving_mask: torch.Tensor | None,
+        metric: nn.Module,
+        regularizers: list[tuple[float, Callable]],
+        sampling: float,
+        generator: torch.Generator,
+    ) -> None:
+        self.fixed = fixed
+        self.moving = moving
+        self.fixed_mask = fixed_mask
+        self.moving_mask = moving_mask
+        self.metric = metric
+        self.regularizers = regularizers
+        dtype, device = fixed.data.dtype, fixed.data.device
+        self.points = fixed.grid.points("world", dtype=dtype, device=device).unsqueeze(0)
+        self.vox_from_world = _matrix_tensor(moving.grid.voxel_from_world(), dtype, device)
+        self.ones = torch.ones(1, 1, *moving.grid.shape, dtype=dtype, device=device)
+        self.sampling = sampling
+        self.generator = generator
+
+    def loss_from_points(self, moving_world: torch.Tensor, *, displacement: torch.Tensor | None = None) -> torch.Tensor:
+        """Loss (K,) for moving-space world points ``(K, *S, D)`` of the fixed level grid."""
+        d = self.fixed.grid.ndim
+        m = self.vox_from_world
+        vox = moving_world @ m[:d, :d].T + m[:d, d]
+        return self.loss_from_voxels(vox, displacement=displacement)
+
+    def loss_from_voxels(self, vox: torch.Tensor, *, displacement: torch.Tensor | None = None) -> torch.Tensor:
+        k = vox.shape[0]
+        warped = sample(self.moving.data, vox, interp="linear", padding="zeros")
+        support = sample(self.ones, vox, interp="linear", padding="zeros")
+        mask = support
+        if self.moving_mask is not None:
+            mask = mask * sample(self.moving_mask, vox, interp="linear", padding="zeros")
+        if self.fixed_mask is not None:
+            mask = mask * self.fixed_mask
+        if self.sampling < 1.0:
+            keep = (torch.rand(mask.shape[2:], generator=self.generator, device="cpu") < self.sampling).to(mask)
+            mask = mask * keep.to(mask.device)
+        if float(mask.detach().sum()) <= 1e-6 * mask[0].numel():
+            # no overlap: a large, constant loss (no gradient) keeps the optimiser away
+            return torch.full((k,), 1e3, dtype=vox.dtype, device=vox.device) + 0.0 * vox.sum()
+        fixed = self.fixed.data.expand(k, *self.fixed.data.shape[1:])
+        loss = self.metric.loss(fixed, warped, mask=mask)
+        if displacement is not None:
+            for weight, fn in self.regularizers:
+                loss = loss + weight * fn(displacement, self.fixed.grid)
+        return loss
+
+
+# ---------------------------------------------------------------------------------------------- engine
+def register(
+    fixed: Image,
+    moving: Image,
+    *,
+    config: RegistrationConfig | str | dict = "affine",
+    fixed_mask: Image | None = None,
+    moving_mask: Image | None = None,
+    initial: np.ndarray | None = None,
+    callbacks: Iterable[Callback] = (),
+) -> RegistrationResult:
+    """Register ``moving`` to ``fixed``: find ``T`` with ``moving(T(x)) ≈ fixed(x)`` for fixed-space points x.
+
+    Args:
+        fixed: the fixed (reference) image; the result lives on its grid.
+        moving: the moving image (any grid: spacing, origin, direction may differ).
+        config: a :class:`RegistrationConfig`, a dict of one, or a preset name (``rigid``, ``affine``,
+            ``deformable``, ``multimodal-affine``, ``multimodal-deformable``).
+        fixed_mask: optional weights on the fixed grid (non-zero = used).
+        moving_mask: optional weights on the moving grid; warped with the moving image.
+        initial: optional ``(D+1, D+1)`` world matrix (fixed -> moving) replacing the automatic initialisation
+            (e.g. from a landmark fit).
+        callbacks: called with a :class:`ProgressEvent` at every iteration.
+
+    Returns:
+        A :class:`RegistrationResult`.
+
+    Raises:
+        TypeError, ValueError: on invalid images, masks or configuration.
+    """
+    from .. import transforms as T
+    from ..similarity import get_similarity
+
+    t_start = time.perf_counter()
+    if isinstance(config, str):
+        config = preset(config)
+    elif isinstance(config, dict):
+        config = RegistrationConfig.from_dict(config)
+    config.validate()
+    _check_inputs(fixed, moving, fixed_mask, moving_mask)
+    device = torch.device(config.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device: 'cuda' was requested but no CUDA device is available")
+    dtype = torch.float32
+    generator = torch.Generator().manual_seed(int(config.seed))
+    callbacks = list(callbacks)
+    d = fixed.ndim
+
+    def emit(**kw) -> None:
+        ev = ProgressEvent(**kw)
+        for cb in callbacks:
+            cb(ev)
+
+    fdata = fixed.batch().to(device=device, dtype=dtype)
+    mdata = moving.batch().to(device=device, dtype=dtype)
+    fmask = None if fixed_mask is None else (fixed_mask.batch().to(device=device, dtype=dtype)[:, :1] != 0).to(dtype)
+    mmask = None if moving_mask is None else (moving_mask.batch().to(device=device, dtype=dtype)[:, :1] != 0).to(dtype)
+    if config.normalize:
+        fdata = _robust_normalize(fdata, fmask)
+        mdata = _robust_normalize(mdata, mmask)
+
+    center = fov_center(fixed.grid)
+    radius = 0.5 * float(np.linalg.norm(fixed.grid.extent_mm()))
+
+    linear = np.eye(d + 1)  # fixed world -> moving world
+    deformable: nn.Module | None = None  # applied to fixed points before `linear`
+    history: list[LevelHistory] = []
+    stage_times: list[float] = []
+    n_stages = len(config.stages)
+
+    metric_cache: dict = {}
+
+    def metric_for(stage: StageConfig) -> nn.Module:
+        key = (stage.metric, tuple(sorted((k, str(v)) for k, v in stage.metric_options.items())))
+        if key not in metric_cache:
+            metric_cache[key] = get_similarity(stage.metric, **stage.metric_options)
+        return metric_cache[key]
+
+    level_cache: dict = {}
+
+    def levels_for(stage: StageConfig, li: int) -> tuple[Level, Level, torch.Tensor | None, torch.Tensor | None]:
+        shrink = float(stage.shrink[li])
+        sigma = None if stage.smoothing_mm is None else float(stage.smoothing_mm[li])
+        key = (shrink, sigma)
+        if key not in level_cache:
+            fl = pyramid_level(fdata, fixed.grid, shrink=shrink, sigma_mm=sigma)
+            ml = pyramid_level(mdata, moving.grid, shrink=shrink, sigma_mm=sigma)
+            fm = None if fmask is None else (pyramid_level(fmask, fixed.grid, shrink=shrink, sigma_mm=0.0).data > 0.5).to(dtype)
+            mm = None if mmask is None else pyramid_level(mmask, moving.grid, shrink=shrink, sigma_mm=0.0).data
+            level_cache[key] = (fl, ml, fm, mm)
+        return level_cache[key]
+
+    def problem(stage: StageConfig, li: int) -> _LevelProblem:
+        fl, ml, fm, mm = levels_for(stage, li)
+        return _LevelProblem(fl, ml, fm, mm, metric_for(stage), _regularizers(stage), float(stage.sampling), generator)
+
+    def deform_points(points: torch.Tensor) -> torch.Tensor:
+        return points if deformable is None else deformable(points)
+
+    # -------------------------------------------------------------- initialisation
+    first = config.stages[0]
+    if initial is not None:
+        init = np.asarray(initial, dtype=np.float64)
+        if init.shape != (d + 1, d + 1):
+            raise ValueError(f"initial: expected a ({d + 1}, {d + 1}) matrix, got {init.shape}")
+        linear = init
+    else:
+        cands = initial_candidates(fdata, fixed.grid, mdata, moving.grid, as_enum(config.init, Init, "init").value)
+        if len(cands) > 1:
+            prob = problem(first, 0)
+            with torch.no_grad():
+                mats = torch.stack([_matrix_tensor(c, dtype, device) for c in cands])
+                pts = prob.points.reshape(1, -1, d)
+                moved = pts @ mats[:, :d, :d].transpose(1, 2) + mats[:, None, :d, d]
+                losses = prob.loss_from_points(moved.reshape(len(cands), *prob.points.shape[1:])).cpu().numpy()
+            best = int(np.argmin(losses))
+            log.info("initialisation %s: %d candidates, best %d (loss %.4g)", config.init, len(cands), best, losses[best])
+            linear = cands[best]
+        else:
+            linear = cands[0]
+    emit(stage=0, n_stages=n_stages, level=0, n_levels=len(first.shrink), iteration=0, max_iterations=0, loss=float("nan"), phase="init")
+
+    # -------------------------------------------------------------- stages
+    for si, stage in enumerate(config.stages):
+        t0 = time.perf_counter()
+        kind = stage.kind
+        new = _make_stage_transform(stage, fixed.grid, center, dtype, device)
+        scaled = _Scaled(new, _scales(new, radius))
+        lin_t = _matrix_tensor(linear, dtype, device)
+        n_levels = len(stage.shrink)
+
+        def stage_loss(prob: _LevelProblem) -> torch.Tensor:
+            if kind.is_linear:
+                mat = lin_t @ scaled.call("matrix")  # (K, D+1, D+1)
+                pts = deform_points(prob.points) if deformable is not None else prob.points
+                full = prob.vox_from_world @ mat
+                flat = pts.reshape(pts.shape[0], -1, d)
+                vox = flat @ full[:, :d, :d].transpose(1, 2) + full[:, None, :d, d]
+                return prob.loss_from_voxels(vox.reshape(mat.shape[0], *prob.points.shape[1:]))
+            moved_new = scaled.call("forward", prob.points)
+            disp = (moved_new - prob.points).movedim(-1, 1)
+            moved = deform_points(moved_new)
+            moved = moved @ lin_t[:d, :d].T + lin_t[:d, d]
+            return prob.loss_from_points(moved, displacement=disp)
+
+        for li in range(n_levels):
+            tl = time.perf_counter()
+            prob = problem(stage, li)
+            hist = LevelHistory(si, li, kind.value, stage.metric, float(stage.shrink[li]))
+            history.append(hist)
+            if li == 0 and stage.global_search and kind.is_linear:
+                _global_search(scaled, stage, prob, stage_loss, d, hist, emit, si, n_stages, n_levels)
+            iters = int(stage.iterations[li])
+            if iters > 0:
+                opt = as_enum(stage.optimizer, Optimizer, "optimizer")
+                if opt is Optimizer.BOBYQA:
+                    _bobyqa(scaled, lambda: stage_loss(prob), iters, hist, step=2.0)
+                else:
+                    _gradient(scaled, lambda: stage_loss(prob).sum(), opt, iters, stage, hist, emit, si, n_stages, li, n_levels)
+            hist.runtime_s = time.perf_counter() - tl
+            log.info(
+                "stage %d (%s, %s) level %d/%d: loss %.5g -> %.5g in %d iterations (%.2fs)",
+                si + 1, kind.value, stage.metric, li + 1, n_levels,
+                hist.losses[0] if hist.losses else float("nan"), hist.losses[-1] if hist.losses else float("nan"),
+                len(hist.losses), hist.runtime_s,
+            )
+        new = scaled.commit().detach()
+        if kind.is_linear:
+            linear = linear @ new.matrix()[0].detach().cpu().double().numpy()
+        else:
+            deformable = new if deformable is None else T.compose(deformable, new)
+        stage_times.append(time.perf_counter() - t0)
+
+    # -------------------------------------------------------------- result
+    affine = T.Affine.from_matrix(torch.as_tensor(linear, dtype=torch.float64))
+    field = None
+    if deformable is not None:
+        u = deformable.displacement(fixed.grid, dtype=torch.float32) if hasattr(deformable, "displacement") else None
+        field = T.DisplacementField(u.detach().cpu(), fixed.grid)
+        total = T.compose(affine.to(torch.float32), field)
+    else:
+        total = affine
+    warped = T.resample(moving, total, onto=fixed.grid, interp="linear")
+    last = config.stages[-1]
+    before, after = _final_metrics(fixed, moving, total, last, metric_for(last), fmask, device)
+    emit(stage=n_stages - 1, n_stages=n_stages, level=0, n_levels=1, iteration=0, max_iterations=0, loss=after[last.metric], phase="done")
+    return RegistrationResult(
+        transform=total,
+        linear=affine,
+        deformable=field,
+        warped=warped,
+        history=history,
+        metric_before=before,
+        metric_after=after,
+        runtime_s=time.perf_counter() - t_start,
+        stage_runtimes_s=stage_times,
+        config=config.to_dict(),
+    )
+
+
+def _regularizers(stage: StageConfig) -> list[tuple[float, Callable]]:
+    if stage.kind.is_linear or not stage.regularization:
+        return []
+    from .. import regularizers as R
+
+    out = []
+    reg = stage.regularization
+    if reg.get("bending", 0):
+        out.append((float(reg["bending"]), lambda u, g: R.bending_energy(u, g)))
+    if reg.get("diffusion", 0):
+        out.append((float(reg["diffusion"]), lambda u, g: R.diffusion(u, g)))
+    if reg.get("elastic", 0):
+        mu, lam = float(reg.get("elastic_mu", 1.0)), float(reg.get("elastic_lambda", 1.0))
+        out.append((float(reg["elastic"]), lambda u, g: R.elastic(u, g, mu=mu, lam=lam)))
+    if reg.get("folding", 0):
+        out.append((float(reg["folding"]), lambda u, g: R.folding(u, g)))
+    return out
+
+
+def _final_metrics(fixed, moving, total, stage, metric, fmask, device) -> tuple[dict, dict]:
+    """The last stage's similarity at full resolution, before (identity mapping) and after registration.
+
+    Both are computed over ``fixed_mask * support`` where ``support`` is where the (warped) moving image
+    has data, on robustly normalised intensities as during the optimisation.
+    """
+    from .. import transforms as T
+
+    out = []
+    with torch.no_grad():
+        f = _robust_normalize(fixed.batch().float().to(device), fmask)
+        ones = moving.with_data(torch.ones_like(moving.data[:1], dtype=torch.float32))
+        for t in (T.Affine(ndim=fixed.ndim, dtype=torch.float32), total):
+            img = T.resample(moving.to(torch.float32), t, onto=fixed.grid, interp="linear")
+            support = T.resample(ones, t, onto=fixed.grid, interp="linear").batch().to(device)
+            mask = support if fmask is None else support * fmask
+            m = _robust_normalize(img.batch().float().to(device), (mask > 0.5).float())
+            try:
+                val = float(metric(f, m, mask=mask)[0])
+            except ValueError:  # no overlap
+                val = float("nan")
+            out.append({stage.metric: val})
+    return out[0], out[1]
+
+
+def _gradient(scaled, closure_loss, opt, iters, stage, hist, emit, si, n_stages, li, n_levels) -> None:
+    params = list(scaled.z)
+    tol, window = float(stage.tolerance), int(stage.window)
+
+    def converged() -> bool:
+        h = hist.losses
+        if len(h) <= window:
+            return False
+        old, new = h[-window - 1], h[-1]
+        return abs(old - new) <= tol * max(abs(old), 1e-12)
+
+    if opt is Optimizer.ADAM:
+        optim = torch.optim.Adam(params, lr=float(stage.learning_rate))
+        for it in range(iters):
+            optim.zero_grad(set_to_none=True)
+            loss = closure_loss()
+            loss.backward()
+            optim.step()
+            hist.losses.append(float(loss.detach()))
+            emit(stage=si, n_stages=n_stages, level=li, n_levels=n_levels, iteration=it + 1, max_iterations=iters, loss=hist.losses[-1])
+            if converged():
+                hist.converged = True
+                break
+        return
+    optim = torch.optim.LBFGS(params, lr=1.0, max_iter=iters, max_eval=int(iters * 1.5) + 5, history_size=10,
+                              tolerance_grad=1e-9, tolerance_change=float(stage.tolerance) * 1e-3, line_search_fn="strong_wolfe")
+    count = [0]
+
+    def closure():
+        optim.zero_grad(set_to_none=True)
+        loss = closure_loss()
+        loss.backward()
+        count[0] += 1
+        hist.losses.append(float(loss.detach()))
+        emit(stage=si, n_stages=n_stages, level=li, n_levels=n_levels, iteration=min(count[0], iters), max_iterations=iters, loss=hist.losses[-1])
+        return loss
+
+    optim.step(closure)
+    hist.converged = count[0] < iters
+
+
+def _bobyqa(scaled, loss_fn, max_eval, hist, *, step: float) -> float:
+    """Derivative-free local refinement with nlopt's BOBYQA in the scaled parameter units."""
+    import nlopt
+
+    x0 = scaled.flat()
+    n = x0.size
+
+    def f(x, grad):
+        scaled.set_flat(x)
+        with torch.no_grad():
+            val = float(loss_fn().sum())
+        hist.losses.append(val)
+        return val
+
+    opt = nlopt.opt(nlopt.LN_BOBYQA, n)
+    opt.set_min_objective(f)
+    opt.set_initial_step(step)
+    opt.set_maxeval(int(max_eval))
+    opt.set_xtol_abs(1e-3)
+    opt.set_ftol_rel(1e-7)
+    try:
+        x = opt.optimize(x0)
+        val = opt.last_optimum_value()
+    except (nlopt.RoundoffLimited, RuntimeError, ValueError):
+        x, val = x0, f(x0, None)
+    scaled.set_flat(x)
+    return float(val)
+
+
+def _rotation_candidates(d: int, angles_deg: Sequence[float]) -> list[np.ndarray]:
+    """Rotation vectors (3D: about each world axis) or angles (2D) for the multi-start search."""
+    cands: list[np.ndarray] = []
+    for a in angles_deg:
+        r = math.radians(float(a))
+        if d == 2:
+            cands.append(np.array([r]))
+        else:
+            for axis in range(3):
+                v = np.zeros(3)
+                v[axis] = r
+                if r != 0 or axis == 0:
+                    cands.append(v)
+    return cands
+
+
+def _global_search(scaled, stage, prob, stage_loss, d, hist, emit, si, n_stages, n_levels, keep: int = 3) -> None:
+    """Multi-start over rotations about each axis, scored in one batch, then BOBYQA on the best ``keep``."""
+    names = scaled.names
+    rot_name = next((n for n in names if "rot" in n.lower() or "angle" in n.lower()), None)
+    if rot_name is None:
+        log.debug("global search skipped: the transform has no rotation parameter")
+        return
+    idx = names.index(rot_name)
+    z0 = [z.detach().clone() for z in scaled.z]
+    scale = scaled.scale[rot_name]
+    results = []
+    cands = _rotation_candidates(d, stage.search_angles_deg)
+    for c in cands:
+        with torch.no_grad():
+            scaled.z[idx].copy_(torch.as_tensor(c, dtype=scale.dtype).reshape(scale.shape) / scale)
+            val = float(stage_loss(prob).sum())
+        results.append((val, [z.detach().clone() for z in scaled.z]))
+        hist.losses.append(val)
+    results.sort(key=lambda r: r[0])
+    best_val, best_z = math.inf, z0
+    for val, zs in results[:keep]:
+        with torch.no_grad():
+            for z, v in zip(scaled.z, zs):
+                z.copy_(v)
+        refined = _bobyqa(scaled, lambda: stage_loss(prob), 60 * len(scaled.flat()) // 6 + 40, hist, step=4.0)
+        if refined < best_val:
+            best_val, best_z = refined, [z.detach().clone() for z in scaled.z]
+    with torch.no_grad():
+        for z, v in zip(scaled.z, best_z):
+            z.copy_(v)
+    emit(stage=si, n_stages=n_stages, level=0, n_levels=n_levels, iteration=0, max_iterations=0, loss=best_val, phase="search")
+    log.info("global search: %d starts, best loss %.5g", len(cands), best_val)
