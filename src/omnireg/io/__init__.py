@@ -1,0 +1,37 @@
+"""Image and transform files: the only place of omnireg that knows nibabel, SimpleITK and RAS vs LPS.
+
+Everything returned here is in omnireg's conventions (world RAS mm, tensors ``(C, *S)`` in
+tensor-axis order, transforms mapping fixed to moving world points); everything written speaks ITK
+(LPS transform files and displacement fields that SimpleITK, ANTs and 3D Slicer apply unchanged).
+Writers are atomic and refuse to overwrite an existing file unless ``force=True``.
+"""
+
+from .images import image_info, load_image, save_image
+from .itk_transforms import (
+    DisplacementItem,
+    LinearItem,
+    TransformKind,
+    read_composite_h5,
+    read_displacement_field,
+    read_linear_transform,
+    read_transform_file,
+    write_composite_h5,
+    write_displacement_field,
+    write_linear_transform,
+)
+
+__all__ = [
+    "load_image",
+    "save_image",
+    "image_info",
+    "TransformKind",
+    "LinearItem",
+    "DisplacementItem",
+    "read_linear_transform",
+    "write_linear_transform",
+    "read_displacement_field",
+    "write_displacement_field",
+    "read_composite_h5",
+    "write_composite_h5",
+    "read_transform_file",
+]
