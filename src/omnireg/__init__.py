@@ -10,3 +10,35 @@ except PackageNotFoundError:  # running from a source tree without installation
 from .core import Grid, Image, Interp, Padding, Space, sample, sample_world
 
 __all__ = ["Grid", "Image", "Interp", "Padding", "Space", "sample", "sample_world", "__version__"]
+
+from .transforms import (  # noqa: E402
+    Affine,
+    Composite,
+    DisplacementField,
+    Identity,
+    Rigid,
+    Similarity,
+    Transform,
+    Translation,
+    compose,
+    invert,
+    resample,
+    transform_points,
+    warp,
+)
+
+__all__ += [
+    "Transform",
+    "Identity",
+    "Translation",
+    "Rigid",
+    "Similarity",
+    "Affine",
+    "DisplacementField",
+    "Composite",
+    "compose",
+    "invert",
+    "resample",
+    "transform_points",
+    "warp",
+]
