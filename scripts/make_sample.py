@@ -36,8 +36,8 @@ What the script does (every step deterministic):
    e. 2 mm downsampling as step 2, then Gaussian noise (sigma ``NOISE_SIGMA``, ``numpy`` generator seeded
       with ``NOISE_SEED``) where the downsampled T1 is above 0.01, clipped at 0.
    This image is synthetic: not an acquisition, only a second contrast of the same anatomy.
-5. Float images are rounded to multiples of 2^-10 (finer than the 8-bit source, 1/255) so that gzip compresses them well,
-   and saved as float32; labels as uint8 with NIfTI intent "label"; sform = qform = the 2 mm affine (code 1).
+5. Float images are rounded to multiples of 2^-10 (finer than the 8-bit source, 1/255) so that gzip
+   compresses them well, and saved as float32; labels as uint8 with NIfTI intent "label"; sform = qform = the 2 mm affine (code 1).
 
 The script logs the SHA-256 of every input and output file.
 """
