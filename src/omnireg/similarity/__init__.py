@@ -1,0 +1,74 @@
+"""Similarity measures for registration and training, 2D and 3D, batched and differentiable.
+
+Interface:
+    Every measure is a plain function ``f(fixed, moving, *, mask=None, spacing=None, ...) -> (N,)``
+    returning a **similarity** (higher is better; the formula is in its docstring), and a thin
+    :class:`SimilarityMeasure` module holding the options, with
+    ``forward(fixed, moving, mask=None, *, spacing=None) -> (N,)`` (the similarity) and
+    ``loss(...) = -forward(...)`` (minimised at alignment). :func:`get_similarity` builds a module by
+    name (:class:`Metric`); :func:`register_similarity` adds learned measures (``disa``, ``mad``,
+    ``deepsim``) or new ones.
+
+Convention:
+    - ``fixed`` and ``moving`` are ``(N, C, *S)`` on the **same** grid: the fixed image's voxel grid,
+      the moving image already warped onto it (pull). A batch of 1 is broadcast to the other's batch.
+    - ``spacing`` is in mm per tensor axis (``None`` = 1 mm); it matters for gradients (NGF, LC2's
+      ``|grad f|``) and for sizes given in mm (LNCC ``window_unit="mm"``, MIND ``unit="mm"``).
+    - New tensors follow the inputs' dtype and device; every measure is differentiable in both images
+      (MI/NMI in an image only with its ``bspline`` Parzen window) and passes float64 ``gradcheck``.
+
+Mask semantics:
+    ``mask`` holds non-negative **weights** ``w`` of shape ``(N, 1, *S)`` in fixed space. The
+    registration engine passes ``fixed_mask * warped_moving_mask * in_bounds``, where ``in_bounds`` is the
+    support of the warped moving image (for binary masks the product is the intersection). Every
+    measure is a **weighted mean over the support**, ``sum(w * value) / sum(w)``, never a sum, so its
+    scale does not depend on the overlap size. Masks weight the loss, never the images: for MSE,
+    NCC, LNCC, LC2 and MI/NMI, image values where ``w = 0`` are ignored exactly (local moments and
+    histogram contributions are weighted by ``w`` too); NGF and MIND still read the direct
+    neighbours (NGF: 1 voxel; MIND: ``dilation + radius`` voxels) of a voxel with ``w > 0``. An
+    all-zero mask in any batch item raises ``ValueError("mask: empty support ...")``.
+
+Measures: :func:`mse`, :func:`ncc`, :func:`lncc`, :func:`mi`, :func:`nmi`, :func:`ngf`, :func:`lc2`
+(dense) and :func:`lc2_patch` (patch pairs), :func:`mind` (with :func:`mind_ssc_descriptor`).
+"""
+
+from .base import SimilarityFactory, SimilarityMeasure, available_similarities, get_similarity, register_similarity
+from .enums import EpsMode, Kernel, LengthUnit, Metric, ParzenWindow
+from .lc2 import LC2, lc2, lc2_patch
+from .lncc import LNCC, lncc
+from .mi import MI, NMI, joint_histogram, mi, nmi
+from .mind import MIND, mind, mind_ssc_descriptor
+from .mse_ncc import MSE, NCC, mse, ncc
+from .ngf import NGF, ngf
+
+__all__ = [
+    "EpsMode",
+    "Kernel",
+    "LC2",
+    "LNCC",
+    "LengthUnit",
+    "MI",
+    "MIND",
+    "MSE",
+    "Metric",
+    "NCC",
+    "NGF",
+    "NMI",
+    "ParzenWindow",
+    "SimilarityFactory",
+    "SimilarityMeasure",
+    "available_similarities",
+    "get_similarity",
+    "joint_histogram",
+    "lc2",
+    "lc2_patch",
+    "lncc",
+    "mi",
+    "mind",
+    "mind_ssc_descriptor",
+    "mse",
+    "ncc",
+    "ngf",
+    "nmi",
+    "register_similarity",
+]
