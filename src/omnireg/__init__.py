@@ -13,11 +13,13 @@ __all__ = ["Grid", "Image", "Interp", "Padding", "Space", "sample", "sample_worl
 
 from .transforms import (  # noqa: E402
     Affine,
+    BSplineTransform,
     Composite,
     DisplacementField,
     Identity,
     Rigid,
     Similarity,
+    StationaryVelocityField,
     Transform,
     Translation,
     compose,
@@ -35,6 +37,8 @@ __all__ += [
     "Similarity",
     "Affine",
     "DisplacementField",
+    "StationaryVelocityField",
+    "BSplineTransform",
     "Composite",
     "compose",
     "invert",

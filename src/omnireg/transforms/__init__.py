@@ -5,9 +5,12 @@ Every transform is a batched ``torch.nn.Module``, 2D or 3D, differentiable in it
 """
 
 from .base import Transform
+from .bspline import BSplineTransform, bspline_kernel, control_grid_for
 from .compose import Composite, compose, invert
 from .dense import DisplacementField
+from .jacobian import jacobian_determinant, jacobian_matrix
 from .linear import Affine, Identity, LinearTransform, Rigid, Similarity, Translation, rotation_matrix
+from .svf import StationaryVelocityField, integrate_velocity
 from .warp import moving_voxel_points, resample, transform_points, warp
 
 __all__ = [
@@ -20,6 +23,13 @@ __all__ = [
     "Affine",
     "rotation_matrix",
     "DisplacementField",
+    "StationaryVelocityField",
+    "integrate_velocity",
+    "BSplineTransform",
+    "bspline_kernel",
+    "control_grid_for",
+    "jacobian_matrix",
+    "jacobian_determinant",
     "Composite",
     "compose",
     "invert",
