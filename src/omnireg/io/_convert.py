@@ -81,7 +81,8 @@ def sitk_from_array(array: np.ndarray, grid: Grid) -> sitk.Image:
     f = lps_flip(d)
     c = array.shape[0]
     if c > 1:
-        img = sitk.GetImageFromArray(np.ascontiguousarray(array.transpose(*reversed(range(1, d + 1)), 0)), isVector=True)
+        kji_c = array.transpose(*reversed(range(1, d + 1)), 0)
+        img = sitk.GetImageFromArray(np.ascontiguousarray(kji_c), isVector=True)
     else:
         img = sitk.GetImageFromArray(np.ascontiguousarray(array[0].transpose(*reversed(range(d)))), isVector=False)
     img.SetSpacing(tuple(float(s) for s in grid.spacing))

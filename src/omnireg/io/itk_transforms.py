@@ -40,7 +40,14 @@ import SimpleITK as sitk
 import torch
 
 from ..core import Grid, as_enum
-from ._convert import array_from_sitk, convert_affine_ras_lps, grid_from_sitk, lps_flip, numpy_from_tensor, sitk_from_array
+from ._convert import (
+    array_from_sitk,
+    convert_affine_ras_lps,
+    grid_from_sitk,
+    lps_flip,
+    numpy_from_tensor,
+    sitk_from_array,
+)
 from ._files import as_path, atomic_output, check_input_file, extension
 from .images import NIFTI_EXTENSIONS, read_with_sitk, sitk_message, read_nifti, write_nifti
 
@@ -224,7 +231,8 @@ def read_linear_transform(path: str | os.PathLike) -> np.ndarray:
         path: the transform file.
 
     Returns:
-        ``(D+1, D+1)`` float64 matrix mapping fixed world RAS mm to moving world RAS mm.
+        ``(D+1, D+1)`` float64 matrix mapping fixed world RAS mm to moving world RAS mm
+        (``x_moving = M[:D, :D] @ x_fixed + M[:D, D]``).
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
@@ -287,6 +295,10 @@ def write_displacement_field(field_ras_mm, grid: Grid, path: str | os.PathLike, 
         path: destination (``.nii``, ``.nii.gz``, ``.nrrd``, ``.nhdr``, ``.mha``, ``.mhd``).
         force: replace an existing file.
 
+    Shape:
+        ``field_ras_mm``: ``(D, *S)`` with ``S = grid.shape``, D = 2 or 3; in the file ``(X, Y, Z, 1, D)``
+        for NIfTI, a D-component vector image otherwise.
+
     Raises:
         TypeError, ValueError: bad field, grid or extension.
         FileExistsError: ``path`` exists and ``force`` is false.
@@ -320,6 +332,9 @@ def read_displacement_field(path: str | os.PathLike) -> tuple[torch.Tensor, Grid
         ``(field, grid)``: ``field`` ``(D, *S)`` float32/float64 tensor, displacement in mm along world
         RAS axes, ``T(x) = x + field(x)`` mapping fixed to moving world points; ``grid`` the fixed grid.
 
+    Shape:
+        ``field``: ``(D, *S)`` with ``S = grid.shape``.
+
     Raises:
         FileNotFoundError: ``path`` does not exist.
         ValueError: unreadable file, unknown extension, or not a D-component vector image.
@@ -335,7 +350,8 @@ def read_displacement_field(path: str | os.PathLike) -> tuple[torch.Tensor, Grid
         image = read_with_sitk(p)
     else:
         raise ValueError(
-            f"cannot read displacement field {p}: unknown extension {ext!r}, expected one of {', '.join(FIELD_EXTENSIONS)}"
+            f"cannot read displacement field {p}: unknown extension {ext!r}, "
+            f"expected one of {', '.join(FIELD_EXTENSIONS)}"
         )
     d = image.ndim
     if image.channels != d:
@@ -492,7 +508,12 @@ def _bspline_to_field(t: sitk.BSplineTransform, source, oversampling: int) -> Di
     origin = np.asarray(t.GetTransformDomainOrigin(), dtype=np.float64) + direction @ (spacing / 2)
     try:
         img = sitk.TransformToDisplacementField(
-            t, sitk.sitkVectorFloat64, [int(s) for s in size], origin.tolist(), spacing.tolist(), direction.reshape(-1).tolist()
+            t,
+            sitk.sitkVectorFloat64,
+            [int(s) for s in size],
+            origin.tolist(),
+            spacing.tolist(),
+            direction.reshape(-1).tolist(),
         )
     except RuntimeError as exc:
         raise ValueError(f"cannot read transform file {source}: B-spline sampling failed: {sitk_message(exc)}") from exc
