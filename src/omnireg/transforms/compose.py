@@ -101,6 +101,13 @@ def compose(*transforms: Transform) -> Transform:
 
     Raises:
         TypeError, ValueError: as :class:`Composite`.
+
+    Example:
+        >>> import torch
+        >>> from omnireg.transforms import Similarity, Translation
+        >>> a, b = Translation(2, translation=[1.0, 0.0]), Similarity(2, scale=2.0)
+        >>> compose(a, b)(torch.tensor([[[1.0, 1.0]]])).tolist()  # a(b(x)) = 2 x + (1, 0)
+        [[[3.0, 2.0]]]
     """
     if len(transforms) == 1 and isinstance(transforms[0], Transform):
         return transforms[0]

@@ -413,6 +413,14 @@ class Rigid(LinearTransform):
             ``(N, 3)`` radians (default 0).
         translation: ``(D,)`` or ``(N, D)`` world mm (default 0).
         learnable, dtype, device: as in :class:`Translation`.
+
+    Example:
+        >>> import math, torch
+        >>> t = Rigid(3, rotation=[0.0, 0.0, math.pi / 2], center=[10.0, 0.0, 0.0])
+        >>> t(torch.tensor([[[11.0, 0.0, 0.0]]])).round().tolist()  # a quarter turn about S, around c
+        [[[10.0, 1.0, 0.0]]]
+        >>> t.get_flat_parameters().shape  # rotation vector, then translation
+        torch.Size([1, 6])
     """
 
     _flat = ("rotation", "translation")

@@ -137,6 +137,14 @@ def resample(
     Raises:
         TypeError: if ``moving`` is not an Image or ``onto`` not a Grid.
         ValueError: if the transform's batch size is not 1 or dimensions differ.
+
+    Example:
+        >>> import torch
+        >>> from omnireg.core import Grid, Image
+        >>> from omnireg.transforms import Translation
+        >>> img = Image(torch.arange(5.0)[None, :, None].expand(1, 5, 2).contiguous(), Grid((5, 2)))
+        >>> resample(img, Translation(2, translation=[1.0, 0.0]), onto=img.grid).data[0, :, 0].tolist()
+        [1.0, 2.0, 3.0, 4.0, 0.0]
     """
     if not isinstance(moving, Image):
         raise TypeError(f"moving: expected an Image, got {type(moving).__name__}")
