@@ -208,7 +208,9 @@ def save_image(image: Image, path: str | os.PathLike, *, force: bool = False) ->
     NRRD, MetaImage and the raster formats are written with SimpleITK in LPS (see the module
     docstring). Raster formats store no geometry (a warning is logged if the grid differs from the
     one :func:`load_image` assigns) and take only the pixel types the format allows (e.g. uint8).
-    int64 data are stored as int32 in NIfTI when the values fit.
+    int64 data are stored as int32 in NIfTI when the values fit. Note that :func:`load_image` reads a
+    NIfTI of shape ``(X, Y, 1)`` whose slice lies in the x-y plane as 2D, so a 3D grid with a single
+    such slice comes back as a 2D grid from NIfTI (NRRD and MetaImage keep it 3D).
 
     The file is written to a temporary folder beside ``path`` and moved into place with
     :func:`os.replace`, so a failed write leaves no partial file.
