@@ -77,22 +77,23 @@ def read_label_table(path: str | os.PathLike) -> dict[int, str]:
     text = p.read_text(encoding="utf-8-sig")
     names: dict[int, str] = {}
     id_col, name_col = 0, 1
-    seen_data = False
+    header_done = False
     for lineno, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
         fields = _split(line)
-        if not _is_int(fields[0]):
-            if seen_data or names:
-                raise ValueError(f"{p}, line {lineno}: expected an integer label id first, got {fields[0]!r}")
-            header = [f.lower() for f in fields]
-            id_col = next((header.index(c) for c in _ID_COLUMNS if c in header), 0)
-            name_col = next((header.index(c) for c in _NAME_COLUMNS if c in header and header.index(c) != id_col), 1)
-            seen_data = True
-            continue
-        seen_data = True
-        if len(fields) <= max(id_col, name_col) or not _is_int(fields[id_col]) or not fields[name_col]:
+        if not header_done:
+            header_done = True
+            if not _is_int(fields[0]):  # a header line names the columns
+                header = [f.lower() for f in fields]
+                id_col = next((header.index(c) for c in _ID_COLUMNS if c in header), 0)
+                name_col = next((header.index(c) for c in _NAME_COLUMNS if c in header and header.index(c) != id_col), 1)
+                continue
+        if len(fields) <= id_col or not _is_int(fields[id_col]):
+            got = fields[id_col] if len(fields) > id_col else line
+            raise ValueError(f"{p}, line {lineno}: expected an integer label id in column {id_col + 1}, got {got!r}")
+        if len(fields) <= name_col or not fields[name_col]:
             raise ValueError(f"{p}, line {lineno}: expected an integer id and a name, got {raw.strip()!r}")
         key = int(fields[id_col])
         if key in names:
