@@ -87,7 +87,11 @@ class StageConfig:
         svf_steps: scaling-and-squaring steps of an SVF stage.
         svf_spacing_mm: spacing in mm of the SVF's velocity grid (``None``: the finest level's spacing, at least 2x the image spacing).
         regularization: penalty weights: ``bending``, ``diffusion``, ``elastic``, ``folding`` (deformable stages).
-        sampling: fraction of fixed voxels used by point-wise metrics at each iteration (1 = all).
+        sampling: fraction of the fixed voxels used by point-wise metrics (mse, ncc, mi, nmi) in linear stages;
+            the subset is drawn once per level with the run's seed (fixed during the level, as ITK's
+            Mattes sampling), so L-BFGS sees a deterministic objective.
+        max_points: upper bound on that subset's size (0 = no bound); neighbourhood metrics (lncc, ngf, lc2,
+            mind) and deformable stages always use the whole grid.
     """
 
     transform: str = "affine"
@@ -107,6 +111,7 @@ class StageConfig:
     svf_spacing_mm: float | None = None
     regularization: dict = field(default_factory=dict)
     sampling: float = 1.0
+    max_points: int = 200_000
 
     def validate(self) -> "StageConfig":
         as_enum(self.transform, TransformKind, "transform")
@@ -121,6 +126,8 @@ class StageConfig:
             raise ValueError(f"smoothing_mm: expected one value per level ({len(self.shrink)}), got {len(self.smoothing_mm)}")
         if any(int(i) < 0 for i in self.iterations):
             raise ValueError("iterations: expected non-negative counts")
+        if int(self.max_points) < 0:
+            raise ValueError(f"max_points: expected >= 0, got {self.max_points}")
         if not 0 < float(self.sampling) <= 1:
             raise ValueError(f"sampling: expected a fraction in (0, 1], got {self.sampling}")
         if self.control_spacing_mm <= 0:

@@ -87,7 +87,7 @@ def _check_inputs(fixed: Image, moving: Image, fixed_mask: Image | None, moving_
 
 
 def _matrix_tensor(m: np.ndarray, dtype, device) -> torch.Tensor:
-    return torch.as_tensor(np.asarray(m, dtype=np.float64), dtype=dtype, device=device)
+    return torch.tensor(np.asarray(m, dtype=np.float64), dtype=dtype, device=device)
 
 
 def _make_stage_transform(stage: StageConfig, grid: Grid, center: np.ndarray, dtype, device) -> nn.Module:
@@ -169,7 +169,7 @@ class _Scaled(nn.Module):
         with torch.no_grad():
             for z in self.z:
                 n = z.numel()
-                z.copy_(torch.as_tensor(vec[i : i + n], dtype=z.dtype).reshape(z.shape))
+                z.copy_(torch.tensor(vec[i : i + n], dtype=z.dtype).reshape(z.shape))
                 i += n
 
     def commit(self) -> nn.Module:
@@ -187,8 +187,15 @@ def _get_param(module: nn.Module, name: str) -> torch.Tensor:
     return obj
 
 
+POINTWISE_METRICS = frozenset({"mse", "ncc", "mi", "nmi"})
+
+
 class _LevelProblem:
-    """Loss of a transform at one pyramid level."""
+    """Loss of a transform at one pyramid level.
+
+    With ``points_subset`` the fixed level is reduced to a fixed random subset of its voxels, laid out
+    as a ``(1, C, P, 1, 1)`` image (valid for point-wise metrics only).
+    """
 
     def __init__(
         self,
@@ -198,21 +205,43 @@ class _LevelProblem:
         moving_mask: torch.Tensor | None,
         metric: nn.Module,
         regularizers: list[tuple[float, Callable]],
-        sampling: float,
-        generator: torch.Generator,
+        *,
+        points_subset: int = 0,
+        generator: torch.Generator | None = None,
     ) -> None:
         self.fixed = fixed
         self.moving = moving
-        self.fixed_mask = fixed_mask
-        self.moving_mask = moving_mask
         self.metric = metric
         self.regularizers = regularizers
         dtype, device = fixed.data.dtype, fixed.data.device
         self.points = fixed.grid.points("world", dtype=dtype, device=device).unsqueeze(0)
+        self.fixed_data = fixed.data
+        self.fixed_mask = fixed_mask
+        self.spacing = fixed.grid.spacing
+        n_vox = fixed.grid.numel
+        if 0 < points_subset < n_vox:
+            d = fixed.grid.ndim
+            if fixed_mask is not None:
+                candidates = (fixed_mask.reshape(-1) > 0).nonzero().reshape(-1)
+            else:
+                candidates = torch.arange(n_vox, device=device)
+            if points_subset < candidates.numel():
+                perm = torch.randperm(candidates.numel(), generator=generator)[:points_subset].to(device)
+                idx = candidates[perm].sort().values
+                tail = (1,) * (d - 1)
+                self.points = self.points.reshape(1, -1, d)[:, idx].reshape(1, -1, *tail, d)
+                c = fixed.data.shape[1]
+                self.fixed_data = fixed.data.reshape(1, c, -1)[:, :, idx].reshape(1, c, -1, *tail)
+                self.fixed_mask = None  # the subset lies inside the mask
+                self.spacing = None
         self.vox_from_world = _matrix_tensor(moving.grid.voxel_from_world(), dtype, device)
-        self.ones = torch.ones(1, 1, *moving.grid.shape, dtype=dtype, device=device)
-        self.sampling = sampling
-        self.generator = generator
+        # one sampling call per evaluation: moving channels, its support (ones) and its mask
+        extra = [torch.ones(1, 1, *moving.grid.shape, dtype=dtype, device=device)]
+        if moving_mask is not None:
+            extra.append(moving_mask.to(dtype))
+        self.moving_mask = moving_mask
+        self.channels = moving.data.shape[1]
+        self.stack = torch.cat([moving.data, *extra], dim=1)
 
     def loss_from_points(self, moving_world: torch.Tensor, *, displacement: torch.Tensor | None = None) -> torch.Tensor:
         """Loss (K,) for moving-space world points ``(K, *S, D)`` of the fixed level grid."""
@@ -223,21 +252,26 @@ class _LevelProblem:
 
     def loss_from_voxels(self, vox: torch.Tensor, *, displacement: torch.Tensor | None = None) -> torch.Tensor:
         k = vox.shape[0]
-        warped = sample(self.moving.data, vox, interp="linear", padding="zeros")
-        support = sample(self.ones, vox, interp="linear", padding="zeros")
-        mask = support
+        out = sample(self.stack, vox, interp="linear", padding="zeros")
+        c = self.channels
+        warped, mask = out[:, :c], out[:, c : c + 1]
         if self.moving_mask is not None:
-            mask = mask * sample(self.moving_mask, vox, interp="linear", padding="zeros")
+            mask = mask * out[:, c + 1 : c + 2]
         if self.fixed_mask is not None:
             mask = mask * self.fixed_mask
-        if self.sampling < 1.0:
-            keep = (torch.rand(mask.shape[2:], generator=self.generator, device="cpu") < self.sampling).to(mask)
-            mask = mask * keep.to(mask.device)
-        if float(mask.detach().sum()) <= 1e-6 * mask[0].numel():
-            # no overlap: a large, constant loss (no gradient) keeps the optimiser away
-            return torch.full((k,), 1e3, dtype=vox.dtype, device=vox.device) + 0.0 * vox.sum()
-        fixed = self.fixed.data.expand(k, *self.fixed.data.shape[1:])
-        loss = self.metric.loss(fixed, warped, mask=mask)
+        support = mask.detach().reshape(k, -1).sum(1)
+        valid = support > 1e-3 * mask[0].numel()
+        fixed = self.fixed_data.expand(k, *self.fixed_data.shape[1:])
+        spacing = self.spacing
+        if bool(valid.all()):
+            loss = self.metric.loss(fixed, warped, mask=mask, spacing=spacing)
+        else:
+            # candidates without overlap get a large constant loss (no gradient): the optimiser stays away
+            loss = torch.full((k,), 1e3, dtype=vox.dtype, device=vox.device) + 0.0 * warped.sum()
+            if bool(valid.any()):
+                idx = valid.nonzero().reshape(-1)
+                part = self.metric.loss(fixed[idx], warped[idx], mask=mask[idx], spacing=spacing)
+                loss = loss.index_put((idx,), part)
         if displacement is not None:
             for weight, fn in self.regularizers:
                 loss = loss + weight * fn(displacement, self.fixed.grid)
@@ -297,8 +331,8 @@ def register(
         for cb in callbacks:
             cb(ev)
 
-    fdata = fixed.batch().to(device=device, dtype=dtype)
-    mdata = moving.batch().to(device=device, dtype=dtype)
+    fdata = fixed.batch().detach().to(device=device, dtype=dtype)
+    mdata = moving.batch().detach().to(device=device, dtype=dtype)
     fmask = None if fixed_mask is None else (fixed_mask.batch().to(device=device, dtype=dtype)[:, :1] != 0).to(dtype)
     mmask = None if moving_mask is None else (moving_mask.batch().to(device=device, dtype=dtype)[:, :1] != 0).to(dtype)
     if config.normalize:
@@ -338,7 +372,11 @@ def register(
 
     def problem(stage: StageConfig, li: int) -> _LevelProblem:
         fl, ml, fm, mm = levels_for(stage, li)
-        return _LevelProblem(fl, ml, fm, mm, metric_for(stage), _regularizers(stage), float(stage.sampling), generator)
+        subset = 0
+        if stage.kind.is_linear and stage.metric.lower() in POINTWISE_METRICS:
+            n = int(round(fl.grid.numel * float(stage.sampling)))
+            subset = min(n, int(stage.max_points)) if stage.max_points else n
+        return _LevelProblem(fl, ml, fm, mm, metric_for(stage), _regularizers(stage), points_subset=subset, generator=generator)
 
     def deform_points(points: torch.Tensor) -> torch.Tensor:
         return points if deformable is None else deformable(points)
@@ -454,12 +492,12 @@ def _regularizers(stage: StageConfig) -> list[tuple[float, Callable]]:
     if reg.get("bending", 0):
         out.append((float(reg["bending"]), lambda u, g: R.bending_energy(u, g)))
     if reg.get("diffusion", 0):
-        out.append((float(reg["diffusion"]), lambda u, g: R.diffusion(u, g)))
+        out.append((float(reg["diffusion"]), lambda u, g: R.diffusion_penalty(u, g)))
     if reg.get("elastic", 0):
         mu, lam = float(reg.get("elastic_mu", 1.0)), float(reg.get("elastic_lambda", 1.0))
-        out.append((float(reg["elastic"]), lambda u, g: R.elastic(u, g, mu=mu, lam=lam)))
+        out.append((float(reg["elastic"]), lambda u, g: R.elastic_penalty(u, g, mu=mu, lam=lam)))
     if reg.get("folding", 0):
-        out.append((float(reg["folding"]), lambda u, g: R.folding(u, g)))
+        out.append((float(reg["folding"]), lambda u, g: R.folding_penalty(u, g)))
     return out
 
 

@@ -1,0 +1,5 @@
+"""Training utilities: synthetic deformations and contrasts (known-truth cases), augmentation."""
+
+from .synthetic import KnownCase, affine_matrix, bias_field, make_known_case, smooth_displacement, t2_like_remap
+
+__all__ = ["KnownCase", "affine_matrix", "bias_field", "make_known_case", "smooth_displacement", "t2_like_remap"]
