@@ -108,8 +108,9 @@ def jacobian_determinant(field: object, grid: Grid) -> np.ndarray:
         grid: the grid (spacing and direction enter the world-mm derivative).
 
     Returns:
-        float64 array ``(*S)``: the Jacobian determinant of ``T`` (1 for a translation, ``det A`` for an
-        affine ``T``, exactly, everywhere).
+        float64 array ``(*S)``: the Jacobian determinant of ``T``: 1 for a translation everywhere,
+        ``det A`` for an affine ``T`` at every interior voxel; on the outermost voxels the border rule
+        (module docstring) halves the difference along the axis that ends there, as ITK does.
 
     Raises:
         TypeError, ValueError: see :func:`displacement_on_grid`.
