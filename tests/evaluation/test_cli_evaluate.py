@@ -99,3 +99,13 @@ def test_evaluate_usage_errors(case):
     with pytest.raises(CliError, match="--transform: no such file"):
         _run(["--landmarks-fixed", str(tmp / "fixed.fcsv"), "--landmarks-moving", str(tmp / "moving.mrk.json"),
               "--transform", str(tmp / "missing.mat")])
+
+
+def test_main_reports_a_usage_error_in_one_line(monkeypatch, capsys):
+    from omnireg.cli import main as cli_main
+
+    registered = cli_main._commands()
+    monkeypatch.setattr(cli_main, "_commands", lambda: registered if cli in registered else [*registered, cli])
+    assert cli_main.main(["evaluate"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("omnireg evaluate: error: nothing to evaluate")

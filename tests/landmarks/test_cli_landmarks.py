@@ -73,3 +73,16 @@ def test_tps_model_writes_a_displacement_field_sitk_applies(case):
     result = json.loads((tmp / "o" / "result.json").read_text())
     assert result["residual"]["tre_max_mm"] < 1e-6 and result["field_residual"]["tre_max_mm"] < 1e-5
     assert result["transforms"] == ["deformation.nii.gz"]
+
+
+def test_main_reports_a_bad_landmark_file_in_one_line(tmp_path, monkeypatch, capsys):
+    from omnireg.cli import main as cli_main
+
+    registered = cli_main._commands()
+    monkeypatch.setattr(cli_main, "_commands", lambda: registered if cli in registered else [*registered, cli])
+    bad = tmp_path / "bad.csv"
+    bad.write_text("x,y,z\n1,2,oops\n")
+    assert cli_main.main(["landmarks", "--fixed", str(bad), "--moving", str(bad), "--model", "rigid",
+                          "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "bad.csv, line 2: expected a number for z" in err[0]

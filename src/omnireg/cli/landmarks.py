@@ -93,7 +93,6 @@ def run(args: argparse.Namespace) -> int:
         "names": list(point_names) if point_names else None,
         "initial": _tre_dict(target_registration_error(p, q)),
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
     if args.model == "tps":
         tps = ThinPlateSpline(p, q, regularization=args.regularization)
         result["regularization"] = args.regularization
@@ -101,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
         result["residual"] = _tre_dict(target_registration_error(p, q, tps))
         with torch.no_grad():
             field = tps.displacement(grid, dtype=torch.float64)
+        out_dir.mkdir(parents=True, exist_ok=True)
         write_displacement_field(field[0], grid, out_dir / names[0], force=args.force)
         inside = grid.transform_points(p, "world", "voxel")
         outside = np.any((inside < -0.5) | (inside > np.asarray(grid.shape) - 0.5), axis=1)
@@ -113,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
         matrix = fit_linear(p, q, model=args.model)
         result["matrix_ras"] = matrix.tolist()
         result["residual"] = _tre_dict(target_registration_error(p, q, matrix))
+        out_dir.mkdir(parents=True, exist_ok=True)
         write_linear_transform(matrix, out_dir / names[0], force=args.force)
     result["transforms"] = [names[0]]
     path = out_dir / names[1]
