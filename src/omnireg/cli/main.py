@@ -26,9 +26,9 @@ USER_ERRORS = (CliError, ValueError, TypeError, FileNotFoundError, FileExistsErr
 
 
 def _commands():
-    from . import apply, info, register
+    from . import apply, evaluate, info, landmarks, register
 
-    return [info, apply, register]
+    return [info, apply, register, evaluate, landmarks]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,8 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"omnireg {__version__}")
     verbosity = parser.add_mutually_exclusive_group()
-    verbosity.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
-    verbosity.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    verbosity.add_argument("-v", "--verbose", action="count", default=0, help="log progress details (-vv: debug)")
+    verbosity.add_argument("-q", "--quiet", action="store_true", help="only errors; no progress bar")
     parser.add_argument("--debug", action="store_true", help="show a traceback on internal errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in _commands():
@@ -52,9 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _configure_logging(args: argparse.Namespace) -> None:
-    level = logging.WARNING if args.quiet else (logging.INFO if args.verbose == 0 else logging.DEBUG)
-    if args.verbose == 0 and not args.quiet:
-        level = logging.INFO
+    level = logging.ERROR if args.quiet else {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     if args.verbose < 2:
         # third-party chatter stays at warnings unless -vv

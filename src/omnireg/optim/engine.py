@@ -550,7 +550,8 @@ def _gradient(scaled, closure_loss, opt, iters, stage, hist, emit, si, n_stages,
                 hist.converged = True
                 break
         return
-    optim = torch.optim.LBFGS(params, lr=1.0, max_iter=iters, max_eval=int(iters * 1.5) + 5, history_size=10,
+    max_eval = int(iters * 1.5) + 5
+    optim = torch.optim.LBFGS(params, lr=1.0, max_iter=iters, max_eval=max_eval, history_size=10,
                               tolerance_grad=1e-9, tolerance_change=float(stage.tolerance) * 1e-3, line_search_fn="strong_wolfe")
     count = [0]
 
@@ -560,7 +561,8 @@ def _gradient(scaled, closure_loss, opt, iters, stage, hist, emit, si, n_stages,
         loss.backward()
         count[0] += 1
         hist.losses.append(float(loss.detach()))
-        emit(stage=si, n_stages=n_stages, level=li, n_levels=n_levels, iteration=min(count[0], iters), max_iterations=iters, loss=hist.losses[-1])
+        # L-BFGS evaluates the loss up to max_eval times (line search included): progress counts evaluations
+        emit(stage=si, n_stages=n_stages, level=li, n_levels=n_levels, iteration=count[0], max_iterations=max_eval, loss=hist.losses[-1])
         return loss
 
     optim.step(closure)
