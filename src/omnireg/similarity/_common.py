@@ -255,30 +255,58 @@ def kernel_1d(
 
 
 def separable_filter(x: torch.Tensor, kernels: Sequence[torch.Tensor | None]) -> torch.Tensor:
-    """Correlate every channel of ``x`` ``(N, C, *S)`` with a separable kernel, zero padding, same size.
+    """Correlate every channel of ``x`` ``(N, C, *S)`` with a separable symmetric kernel, zero padding.
+
+    Each axis is filtered by shifted in-place additions of the input (``r`` pairs of additions for a
+    kernel of radius ``r``), several times faster on CPU than a depthwise convolution. With symmetric
+    kernels and zero padding the operator is self-adjoint, so the backward pass is the same filter
+    applied to the incoming gradient (and is itself differentiable).
 
     Args:
-        x: ``(N, C, *S)`` with 2 or 3 spatial axes.
-        kernels: one odd-length 1D kernel per spatial axis (``None`` or length 1: identity).
+        x: ``(N, C, *S)`` with 1 to 3 spatial axes.
+        kernels: one odd-length, symmetric 1D kernel per spatial axis (``None``: identity).
 
     Returns:
-        ``(N, C, *S)``. With symmetric kernels the operator is self-adjoint.
+        ``(N, C, *S)``, same size, dtype and device.
     """
-    d = x.ndim - 2
-    conv = {2: F.conv2d, 3: F.conv3d}[d]
-    channels = x.shape[1]
-    for axis, k in enumerate(kernels):
-        if k is None or k.numel() == 1:
-            if k is not None:
-                x = x * k.reshape(())
+    if len(kernels) != x.ndim - 2:
+        raise ValueError(f"kernels: expected {x.ndim - 2} kernels (one per spatial axis), got {len(kernels)}")
+    weights = []
+    for k in kernels:
+        if k is None:
+            weights.append(None)
             continue
-        shape = [1] * d
-        shape[axis] = k.numel()
-        pad = [0] * d
-        pad[axis] = k.numel() // 2
-        weight = k.to(dtype=x.dtype, device=x.device).reshape(1, 1, *shape).expand(channels, 1, *shape)
-        x = conv(x, weight, padding=tuple(pad), groups=channels)
-    return x
+        values = [float(v) for v in k.detach().reshape(-1).cpu().tolist()]
+        if len(values) % 2 != 1 or any(abs(a - b) > 1e-12 * max(1.0, abs(a)) for a, b in zip(values, values[::-1])):
+            raise ValueError(f"kernels: expected odd-length symmetric kernels, got {values}")
+        weights.append(tuple(values))
+    return _SeparableFilter.apply(x, tuple(weights))
+
+
+class _SeparableFilter(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weights):  # noqa: D102
+        ctx.weights = weights
+        for axis, w in enumerate(weights):
+            if w is not None:
+                x = _filter_axis(x, w, 2 + axis)
+        return x
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: D102
+        return _SeparableFilter.apply(grad, ctx.weights), None
+
+
+def _filter_axis(x: torch.Tensor, weights: tuple[float, ...], dim: int) -> torch.Tensor:
+    """``out[i] = sum_s w[r + s] x[i + s]`` along ``dim`` with zeros outside (w symmetric)."""
+    r = len(weights) // 2
+    n = x.shape[dim]
+    out = x * weights[r]
+    for s in range(1, min(r, n - 1) + 1):
+        w = weights[r + s]
+        out.narrow(dim, s, n - s).add_(x.narrow(dim, 0, n - s), alpha=w)
+        out.narrow(dim, 0, n - s).add_(x.narrow(dim, s, n - s), alpha=w)
+    return out
 
 
 def filter_of_ones(shape: Sequence[int], kernels: Sequence[torch.Tensor | None], like: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,7 @@ for all voxels (or patches) at once:
 
 ``C = [[c_ff, c_fg], [c_fg, c_gg]]``, ``b = [c_fm, c_gm]``, ``beta = (C + a I)^-1 b`` with the ridge
 ``a = alpha * (c_ff + c_gg) / 2`` (relative to the regressors' mean variance, so ``alpha`` is
-scale-free), and ``residual = c_mm - 2 beta.b + beta^T C beta`` (the weighted mean squared residual,
+scale-free; plus a rounding floor of ``eps(dtype)`` times their uncentred second moments), and ``residual = c_mm - 2 beta.b + beta^T C beta`` (the weighted mean squared residual,
 ``0 <= residual <= c_mm``).
 """
 
@@ -38,11 +38,16 @@ from .enums import Kernel, Metric
 __all__ = ["LC2", "lc2", "lc2_patch"]
 
 
-def _residual(c_ff, c_fg, c_gg, c_fm, c_gm, c_mm, alpha: float) -> torch.Tensor:
-    """Ridge least-squares residual variance of the centred 2-regressor problem (elementwise)."""
+def _residual(c_ff, c_fg, c_gg, c_fm, c_gm, c_mm, scale, alpha: float) -> torch.Tensor:
+    """Ridge least-squares residual variance of the centred 2-regressor problem (elementwise).
+
+    ``scale`` (the regressors' uncentred second moments) sets a rounding floor ``eps(dtype) * scale``
+    on the ridge, so that windows whose covariances are pure rounding noise (flat, or a single
+    weighted voxel) give bounded coefficients instead of overflowing.
+    """
     c_ff = c_ff.clamp_min(0)
     c_gg = c_gg.clamp_min(0)
-    ridge = alpha * 0.5 * (c_ff + c_gg)
+    ridge = alpha * 0.5 * (c_ff + c_gg) + torch.finfo(c_ff.dtype).eps * scale
     a11, a22 = c_ff + ridge, c_gg + ridge
     det = (a11 * a22 - c_fg * c_fg).clamp_min(torch.finfo(c_ff.dtype).tiny)
     b1 = (a22 * c_fm - c_fg * c_gm) / det
@@ -121,7 +126,7 @@ def lc2(
     e = sums / weight_sum.clamp_min(torch.finfo(fixed.dtype).tiny)
     mf, mg, mm, eff, efg, egg, efm, egm, emm = e.unbind(1)
     c_mm = (emm - mm * mm).clamp_min(0)
-    res = _residual(eff - mf * mf, efg - mf * mg, egg - mg * mg, efm - mf * mm, egm - mg * mm, c_mm, alpha)
+    res = _residual(eff - mf * mf, efg - mf * mg, egg - mg * mg, efm - mf * mm, egm - mg * mm, c_mm, eff + egg, alpha)
     if mask is not None:
         w = mask[:, 0]
         c_mm, res = c_mm * w, res * w
@@ -194,12 +199,14 @@ def lc2_patch(
     for r in radii:
         crop = [slice(None), 0] + [slice(s // 2 - r, s // 2 + r + 1) for s in sizes]
         fw, gw, mw = (x[tuple(crop)].flatten(1) for x in (fixed, g, moving))
+        scale = (fw * fw).mean(1) + (gw * gw).mean(1)
         fw = fw - fw.mean(1, keepdim=True)
         gw = gw - gw.mean(1, keepdim=True)
         mw = mw - mw.mean(1, keepdim=True)
         var = (mw * mw).mean(1)
         res = _residual(
-            (fw * fw).mean(1), (fw * gw).mean(1), (gw * gw).mean(1), (fw * mw).mean(1), (gw * mw).mean(1), var, alpha
+            (fw * fw).mean(1), (fw * gw).mean(1), (gw * gw).mean(1), (fw * mw).mean(1), (gw * mw).mean(1), var,
+            scale, alpha,
         )
         score = (var - res) / torch.clamp(var, min=beta)
         scores.append(score.clamp(0.0, 1.0))

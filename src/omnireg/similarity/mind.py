@@ -3,14 +3,16 @@
 Heinrich et al., "Towards realtime multimodal fusion for image-guided interventions using
 self-similarity context", MICCAI 2013. For a 3D image, the six neighbours ``±d e_a`` of a voxel (``d``
 the dilation) form 12 pairs of neighbours on different axes (distance ``sqrt(2) d``); for each pair
-``(p, q)`` the patch distance ``D_k(x) = (K * (I(. + p) - I(. + q))^2)(x)`` is the mean of the squared
-differences over a patch ``K`` (box of ``2 r + 1`` voxels or Gaussian of that FWHM). With
+``(p, q)`` the patch distance ``D_k(x) = (K * (I(. + p) - I(. + q))^2)(x)`` is the weighted sum of the
+squared differences over a patch ``K`` (normalised box of ``2 r + 1`` voxels or Gaussian of that
+FWHM). With
 ``D'_k = D_k - min_k D_k`` and the variance estimate ``V(x) = mean_k D'_k(x)``, clamped to
 ``[1e-3, 1e3]`` times its mean over the image, the descriptor is ``exp(-D'_k / V)``, 12 channels
 in ``[0, 1]``. In 2D the four neighbours give 4 pairs and 4 channels.
 
-Images are extended by edge replication for the neighbour shifts; patch means near the border
-average over the voxels inside the image. The descriptor is invariant to ``I -> a I + b`` with
+Images are extended by edge replication for the neighbour shifts, and patches are cut at the image
+border (zero padding of the sums); a patch cut to fewer voxels scales every ``D_k(x)`` alike, which
+cancels in ``D'_k / V`` and only shifts the clamp of ``V`` on the border. The descriptor is invariant to ``I -> a I + b`` with
 ``a != 0`` exactly, and nearly invariant to monotone non-linear intensity changes.
 """
 
@@ -28,7 +30,6 @@ from ._common import (
     check_mask,
     check_pair,
     check_spacing,
-    filter_of_ones,
     kernel_1d,
     length_in_voxels,
     separable_filter,
@@ -58,6 +59,7 @@ def _check_options(radius: object, dilation: object, kernel: object, unit: objec
 def mind_ssc_descriptor(
     image: torch.Tensor,
     *,
+    mask: torch.Tensor | None = None,
     spacing: object = None,
     radius: float | tuple[float, ...] = 2,
     dilation: float | tuple[float, ...] = 2,
@@ -68,6 +70,8 @@ def mind_ssc_descriptor(
 
     Args:
         image: ``(N, C, *S)`` image batch (2D or 3D); each channel gets its own descriptor.
+        mask: ``(N, 1, *S)`` non-negative weights of the image-wide mean of ``V`` that sets its clamp
+            bounds (default: plain mean), so that values far outside the support do not matter.
         spacing: mm per tensor axis (needed for ``unit="mm"``; default 1).
         radius: patch radius r (patch width ``2 r + 1`` voxels), one or one per axis, >= 0.
         dilation: neighbour distance, one or one per axis, rounded to whole voxels (>= 1).
@@ -83,6 +87,7 @@ def mind_ssc_descriptor(
         TypeError, ValueError: invalid inputs or options.
     """
     image = check_image(image, "image")
+    mask = check_mask(mask, image)
     d = image.ndim - 2
     spacing = check_spacing(spacing, d)
     radius, dilation, kernel, unit = _check_options(radius, dilation, kernel, unit)
@@ -103,17 +108,24 @@ def mind_ssc_descriptor(
         index[2 + axis] = slice(start, start + sizes[axis])
         return padded[tuple(index)]
 
-    diffs = [shifted(*p) - shifted(*q) for p, q in _pairs(d)]
-    k = len(diffs)
-    sq = torch.stack(diffs, dim=2).pow(2).reshape(n, c * k, *sizes)
-    dist = separable_filter(sq, kernels) / filter_of_ones(sizes, kernels, image)
-    dist = dist.reshape(n, c, k, *sizes)
-    dist = dist - dist.amin(dim=2, keepdim=True)
-    var = dist.mean(dim=2, keepdim=True)
-    mean_var = var.flatten(2).mean(2).reshape(n, c, 1, *([1] * d))
+    neighbours = {(a, s): shifted(a, s) for a in range(d) for s in (-1, 1)}
+    pairs = _pairs(d)
+    k = len(pairs)
+    sq = torch.stack([(neighbours[p] - neighbours[q]) ** 2 for p, q in pairs], dim=2).reshape(n, c * k, *sizes)
+    # patch sums; the mean over the in-image part of the patch would divide every D_k(x) by the same
+    # count, which cancels in D'/V (it only shifts the clamp bounds of V on the border)
+    dist = separable_filter(sq, kernels).reshape(n, c, k, *sizes)
+    low = dist.amin(dim=2, keepdim=True)
+    var = dist.mean(dim=2, keepdim=True) - low  # mean_k of D'_k = D_k - min_k D_k
+    if mask is None:
+        mean_var = var.flatten(2).mean(2)
+    else:
+        w = mask.unsqueeze(2)
+        mean_var = (var * w).flatten(2).sum(2) / w.flatten(2).sum(2)
+    mean_var = mean_var.reshape(n, c, 1, *([1] * d))
     var = torch.maximum(torch.minimum(var, mean_var * 1e3), mean_var * 1e-3)
-    var = var.clamp_min(torch.finfo(image.dtype).tiny)
-    return torch.exp(-dist / var).reshape(n, c * k, *sizes)
+    inv_var = 1.0 / var.clamp_min(torch.finfo(image.dtype).tiny)
+    return torch.exp((low - dist) * inv_var).reshape(n, c * k, *sizes)
 
 
 def mind(
@@ -136,8 +148,9 @@ def mind(
     Args:
         fixed: ``(N, C, *S)`` fixed image batch (2D or 3D).
         moving: ``(N, C, *S)`` moving image resampled on the fixed grid.
-        mask: ``(N, 1, *S)`` non-negative weights of the voxels in the mean (descriptors still read the
-            image within ``dilation + radius`` voxels), or ``None``.
+        mask: ``(N, 1, *S)`` non-negative weights of the voxels in the mean and of the image-wide mean
+            that clamps ``V`` (descriptors still read the image within ``dilation + radius`` voxels of
+            the support), or ``None``.
         spacing, radius, dilation, kernel, unit: see :func:`mind_ssc_descriptor`.
 
     Returns:
@@ -151,7 +164,7 @@ def mind(
     """
     fixed, moving = check_pair(fixed, moving)
     mask = check_mask(mask, fixed)
-    opts = dict(spacing=spacing, radius=radius, dilation=dilation, kernel=kernel, unit=unit)
+    opts = dict(mask=mask, spacing=spacing, radius=radius, dilation=dilation, kernel=kernel, unit=unit)
     df = mind_ssc_descriptor(fixed, **opts)
     dm = mind_ssc_descriptor(moving, **opts)
     return -weighted_mean((df - dm) ** 2, mask)
