@@ -58,7 +58,7 @@ def ncc(
     *,
     mask: torch.Tensor | None = None,
     spacing: object = None,
-    eps: float = 1e-8,
+    eps: float = 0.0,
 ) -> torch.Tensor:
     """Global normalised cross-correlation over the mask support, per batch item.
 
@@ -72,7 +72,9 @@ def ncc(
         moving: ``(N, C, *S)`` moving image resampled on the fixed grid.
         mask: ``(N, 1, *S)`` non-negative weights, or ``None``.
         spacing: mm per tensor axis; unused (accepted for a uniform interface).
-        eps: added to the product of the variances (intensity^4 units) to keep constant images finite.
+        eps: added to the product of the variances (intensity^4 units; default 0: the product is
+            only floored at the smallest positive float, so a constant image gives 0, with an
+            unbounded gradient; pass ``eps > 0`` to bound it).
 
     Returns:
         ``(N,)`` similarity in ``[-1, 1]``.
@@ -92,8 +94,8 @@ def ncc(
         cov = prod.mean(dim=dims)
     else:
         cov = (prod * mask).sum(dim=dims) / mask.sum(dim=dims)
-    denom = torch.sqrt((vf * vm).flatten(1) + eps)
-    out = cov / denom.clamp_min(torch.finfo(fixed.dtype).tiny)
+    denom = torch.sqrt(((vf * vm).flatten(1) + eps).clamp_min(torch.finfo(fixed.dtype).tiny))
+    out = cov / denom
     return out.mean(1)
 
 
@@ -116,7 +118,7 @@ class NCC(SimilarityMeasure):
 
     metric = Metric.NCC.value
 
-    def __init__(self, *, eps: float = 1e-8) -> None:
+    def __init__(self, *, eps: float = 0.0) -> None:
         super().__init__()
         self.eps = check_positive(eps, "eps", allow_zero=True)
 
