@@ -23,10 +23,11 @@ Mask semantics:
     support of the warped moving image (for binary masks the product is the intersection). Every
     measure is a **weighted mean over the support**, ``sum(w * value) / sum(w)``, never a sum, so its
     scale does not depend on the overlap size. Masks weight the loss, never the images: for MSE,
-    NCC, LNCC, LC2 and MI/NMI, image values where ``w = 0`` are ignored exactly (local moments and
-    histogram contributions are weighted by ``w`` too); NGF and MIND still read the direct
-    neighbours (NGF: 1 voxel; MIND: ``dilation + radius`` voxels) of a voxel with ``w > 0``. An
-    all-zero mask in any batch item raises ``ValueError("mask: empty support ...")``.
+    NCC, LNCC, MI/NMI and LC2, (finite) image values where ``w = 0`` are ignored exactly (local
+    moments and histogram contributions are weighted by ``w`` too; LC2's ``|grad f|`` reads the fixed
+    image's direct neighbours); NGF and MIND read the neighbours of a voxel with ``w > 0`` (NGF:
+    1 voxel; MIND: ``dilation + radius`` voxels). An all-zero mask in any batch item raises
+    ``ValueError("mask: empty support ...")``.
 
 Measures: :func:`mse`, :func:`ncc`, :func:`lncc`, :func:`mi`, :func:`nmi`, :func:`ngf`, :func:`lc2`
 (dense) and :func:`lc2_patch` (patch pairs), :func:`mind` (with :func:`mind_ssc_descriptor`).

@@ -240,8 +240,10 @@ def joint_histogram(
     return hist.reshape(n, c, bins, bins)
 
 
-def _entropies(p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Marginal and joint entropies (nats) of ``p`` ``(N, C, B, B)``, each ``(N, C)``."""
+def _entropies(fixed, moving, *, spacing, **options) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Marginal and joint entropies (nats) of the joint histogram: ``H(f), H(m), H(f, m)``, each ``(N, C)``."""
+    p = joint_histogram(fixed, moving, **options)
+    check_spacing(spacing, fixed.ndim - 2)
     tiny = torch.finfo(p.dtype).tiny
 
     def ent(x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
@@ -281,13 +283,11 @@ def mi(
     ``MI = H(f) + H(m) - H(f, m)`` with ``H(p) = -sum p log p`` over the bins of the normalised joint
     histogram ``p`` (see :func:`joint_histogram`) and its marginals. ``>= 0``, higher is better.
     """
-    check_spacing(spacing, check_pair(fixed, moving)[0].ndim - 2)
-    p = joint_histogram(
-        fixed, moving, mask=mask, bins=bins, fixed_window=fixed_window, moving_window=moving_window,
-        fixed_range=fixed_range, moving_range=moving_range, robust_quantile=robust_quantile,
-        sampling=sampling, generator=generator,
+    hf, hm, hfm = _entropies(
+        fixed, moving, mask=mask, spacing=spacing, bins=bins, fixed_window=fixed_window,
+        moving_window=moving_window, fixed_range=fixed_range, moving_range=moving_range,
+        robust_quantile=robust_quantile, sampling=sampling, generator=generator,
     )
-    hf, hm, hfm = _entropies(p)
     return (hf + hm - hfm).mean(1)
 
 
@@ -311,14 +311,12 @@ def nmi(
     ``NMI = (H(f) + H(m)) / H(f, m)`` in ``[1, 2]`` (2 for a one-to-one intensity mapping), from the
     Parzen joint histogram of :func:`joint_histogram`. Higher is better.
     """
-    check_spacing(spacing, check_pair(fixed, moving)[0].ndim - 2)
-    p = joint_histogram(
-        fixed, moving, mask=mask, bins=bins, fixed_window=fixed_window, moving_window=moving_window,
-        fixed_range=fixed_range, moving_range=moving_range, robust_quantile=robust_quantile,
-        sampling=sampling, generator=generator,
+    hf, hm, hfm = _entropies(
+        fixed, moving, mask=mask, spacing=spacing, bins=bins, fixed_window=fixed_window,
+        moving_window=moving_window, fixed_range=fixed_range, moving_range=moving_range,
+        robust_quantile=robust_quantile, sampling=sampling, generator=generator,
     )
-    hf, hm, hfm = _entropies(p)
-    return ((hf + hm) / hfm.clamp_min(torch.finfo(p.dtype).tiny)).mean(1)
+    return ((hf + hm) / hfm.clamp_min(torch.finfo(hfm.dtype).tiny)).mean(1)
 
 
 _RETURNS = """
