@@ -9,8 +9,7 @@ import pytest
 import torch
 
 from omnireg.core import Grid, Image
-from omnireg.report import DisplayConvention, display_planes, region_of_interest_centre
-from omnireg.report import views
+from omnireg.report import DisplayConvention, display_planes, region_of_interest_centre, views
 from omnireg.report.views import intensity_window, otsu_threshold, sample_plane
 
 # markers of a physical scene (world RAS mm): anterior (+A), the patient's right (+R), superior (+S)

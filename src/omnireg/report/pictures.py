@@ -30,6 +30,7 @@ from .views import (
     DisplayConvention,
     PlaneView,
     display_planes,
+    flat_values,
     intensity_window,
     otsu_threshold,
     region_of_interest_centre,
@@ -131,7 +132,7 @@ def _rows(s: Sampled, rows: list[list[np.ndarray]], overlays: list[list] | None 
 
 def _otsu_levels(fixed: Image, window: tuple[float, float]) -> list[float]:
     """One or two Otsu thresholds of the windowed fixed intensities (background | tissue | bright tissue)."""
-    vals = normalise(fixed.data.detach().to(torch.float64).mean(dim=0).reshape(-1).numpy(), window)
+    vals = normalise(flat_values(fixed), window)
     t1 = otsu_threshold(vals)
     if not math.isfinite(t1):
         return []

@@ -41,6 +41,7 @@ __all__ = [
     "display_planes",
     "region_of_interest_centre",
     "intensity_window",
+    "flat_values",
     "otsu_threshold",
     "sample_plane",
 ]
@@ -219,12 +220,11 @@ def display_planes(
     return out
 
 
-def _flat_values(image: Image) -> np.ndarray:
-    """Channel-mean voxel values as a float64 vector (a regular subsample beyond ``_SAMPLE_LIMIT``)."""
-    data = image.data.detach().to("cpu", torch.float64)
-    vals = data.mean(dim=0).reshape(-1).numpy()
-    step = max(1, vals.size // _SAMPLE_LIMIT)
-    vals = vals[::step]
+def flat_values(image: Image) -> np.ndarray:
+    """Finite channel-mean voxel values as a float64 vector (a regular subsample beyond 2^21 voxels)."""
+    flat = image.data.detach().reshape(image.channels, -1)
+    step = max(1, flat.shape[1] // _SAMPLE_LIMIT)
+    vals = flat[:, ::step].to("cpu", torch.float64).mean(dim=0).numpy()
     return vals[np.isfinite(vals)]
 
 
@@ -240,7 +240,7 @@ def intensity_window(image: Image, *, low: float = 1.0, high: float = 99.0) -> t
     """
     if not 0.0 <= low < high <= 100.0:
         raise ValueError(f"low, high: expected 0 <= low < high <= 100, got {low}, {high}")
-    vals = _flat_values(image)
+    vals = flat_values(image)
     if vals.size == 0:
         return 0.0, 1.0
     lo, hi = (float(v) for v in np.percentile(vals, [low, high]))
@@ -292,8 +292,8 @@ def region_of_interest_centre(image: Image, *, labels: Image | None = None) -> n
         c = _centroid(labels.data.detach().cpu().numpy().max(axis=0) > 0, labels.grid)
         if c is not None:
             return c
-    data = image.data.detach().to("cpu", torch.float64).mean(dim=0).numpy()
-    t = otsu_threshold(_flat_values(image))
+    data = image.data.detach().to("cpu", torch.float32).mean(dim=0).numpy()
+    t = otsu_threshold(flat_values(image))
     if math.isfinite(t):
         c = _centroid(data > t, image.grid)
         if c is not None:
