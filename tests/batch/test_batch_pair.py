@@ -1,0 +1,69 @@
+"""``run_registration``: the per-pair work shared by ``omnireg register`` and ``omnireg batch``."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from omnireg.batch import OUTPUT_NAMES, run_registration
+from omnireg.core import Grid, Image
+from omnireg.io import load_image, read_linear_transform, save_image
+
+
+@pytest.fixture
+def config(cohort) -> dict:
+    return yaml.safe_load((cohort / "config.yaml").read_text())
+
+
+def test_outputs_are_written_once_and_replaced_only_with_force(cohort, config):
+    d = cohort / "data"
+    out = cohort / "one"
+    result = run_registration(d / "fixed.nii.gz", d / "moving2.nii.gz", out, config,
+                              moving_labels=d / "moving2_labels.nii.gz", metadata={"note": "x"})
+    assert sorted(p.name for p in out.iterdir()) == sorted(n for n in OUTPUT_NAMES if n != "deformation.nii.gz")
+    assert json.loads((out / "result.json").read_text()) == result
+    assert result["metadata"] == {"note": "x"} and result["evaluation"] == {}  # no fixed labels: no Dice
+    assert result["outputs"]["ants_order"] == ["linear.mat"]
+    # pull convention: the 2 mm shift of the moving blob along x is the translation of fixed -> moving
+    np.testing.assert_allclose(read_linear_transform(out / "linear.mat")[0, 3], 2.0, atol=0.1)
+    warped_labels = load_image(out / "warped_labels.nii.gz")
+    assert warped_labels.grid.same_as(load_image(d / "fixed.nii.gz").grid) and not warped_labels.data.is_floating_point()
+    with pytest.raises(FileExistsError, match=r"out_dir: .*one already holds warped.nii.gz.*use --force"):
+        run_registration(d / "fixed.nii.gz", d / "moving2.nii.gz", out, config)
+    again = run_registration(d / "fixed.nii.gz", d / "moving2.nii.gz", out, config, force=True)
+    assert again["metric_after"] == pytest.approx(result["metric_after"])
+
+
+def test_input_errors_name_the_argument(cohort, config):
+    d = cohort / "data"
+    other = Grid((10, 10, 10), (4.0, 4.0, 4.0))
+    save_image(Image(torch.ones(1, 10, 10, 10), other), d / "mask_other.nii.gz")
+    cases = [
+        (dict(fixed_mask=d / "mask_other.nii.gz"), ValueError, r"^fixed_mask: expected the grid of the fixed image"),
+        (dict(moving_labels=d / "nothing.nii.gz"), FileNotFoundError, r"^moving_labels: no such file or directory"),
+        (dict(fixed_landmarks=d / "fixed_landmarks.csv"), ValueError, r"^moving_landmarks: required as well"),
+    ]
+    for kwargs, exc, msg in cases:
+        with pytest.raises(exc, match=msg):
+            run_registration(d / "fixed.nii.gz", d / "moving1.nii.gz", cohort / "o", config, **kwargs)
+    with pytest.raises(ValueError, match=r"^moving: cannot read image .*moving3.nii.gz"):
+        run_registration(d / "fixed.nii.gz", d / "moving3.nii.gz", cohort / "o", config)
+    assert not (cohort / "o").exists()
+
+
+def test_a_command_line_can_name_the_arguments_its_way(cohort, config):
+    d = cohort / "data"
+    (cohort / "o").mkdir()
+    (cohort / "o" / "warped.nii.gz").write_bytes(b"")
+    cli_names = {"out_dir": "--out", "fixed": "FIXED", "moving": "MOVING", "moving_mask": "--moving-mask"}
+    with pytest.raises(FileExistsError, match=r"^--out: .*already holds warped.nii.gz; use --force"):
+        run_registration(d / "fixed.nii.gz", d / "moving1.nii.gz", cohort / "o", config, arg_names=cli_names)
+    with pytest.raises(FileNotFoundError, match=r"^--moving-mask: no such file"):
+        run_registration(d / "fixed.nii.gz", d / "moving1.nii.gz", cohort / "p", config, arg_names=cli_names,
+                         moving_mask=d / "none.nii.gz")
+    with pytest.raises(ValueError, match=r"^MOVING: cannot read image"):
+        run_registration(d / "fixed.nii.gz", d / "moving3.nii.gz", cohort / "p", config, arg_names=cli_names)
