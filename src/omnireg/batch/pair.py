@@ -35,7 +35,10 @@ logger = logging.getLogger(__name__)
 
 #: The files a registration writes into its output folder (``deformation.nii.gz`` and
 #: ``warped_labels.nii.gz`` only when they apply).
-OUTPUT_NAMES = ("warped.nii.gz", "transform.h5", "linear.mat", "deformation.nii.gz", "warped_labels.nii.gz", "result.json")
+OUTPUT_NAMES = (
+    "warped.nii.gz", "transform.h5", "linear.mat", "deformation.nii.gz", "warped_labels.nii.gz", "report.html",
+    "result.json",
+)
 
 
 def _json_ready(value: Any) -> Any:
@@ -166,6 +169,7 @@ def run_registration(
     force: bool = False,
     metadata: Mapping[str, Any] | None = None,
     arg_names: Mapping[str, str] | None = None,
+    report: bool = True,
 ) -> dict:
     """Register the moving image file to the fixed one and write the outputs into ``out_dir`` (module docstring).
 
@@ -187,6 +191,8 @@ def run_registration(
         metadata: extra JSON-able items stored under ``"metadata"`` in ``result.json``.
         arg_names: how the caller calls the arguments in error messages, e.g. ``{"out_dir": "--out",
             "fixed": "FIXED", "fixed_mask": "--fixed-mask"}`` for a command line; others keep their names.
+        report: also write the quality-control page ``report.html`` and its pictures
+            (:func:`omnireg.report.write_report`).
 
     Returns:
         The content of ``result.json`` (a dict; NaN written as ``null``): ``metric_before``, ``metric_after``,
@@ -254,6 +260,8 @@ def run_registration(
             warped_labels = resample(mlabels, result.transform, onto=fixed.grid, interp="nearest")
         save_image(warped_labels, out / "warped_labels.nii.gz", force=force)
         outputs["warped_labels"] = "warped_labels.nii.gz"
+    else:
+        warped_labels = None
     if landmarks is not None:
         from ..evaluation import target_registration_error
 
@@ -263,6 +271,12 @@ def run_registration(
             "before": target_registration_error(p, q).to_dict(prefix="tre_"),
             "after": target_registration_error(p, q, result.transform).to_dict(prefix="tre_"),
         }
+    if report:
+        from ..report import write_report
+
+        write_report(out, fixed=fixed, moving=moving, result=result, fixed_labels=flabels,
+                     warped_labels=warped_labels, metrics=_json_ready(evaluation) or None, force=force)
+        outputs["report"] = "report.html"
     summary: dict[str, Any] = {
         "omnireg_version": __version__,
         "fixed": str(fixed_path),

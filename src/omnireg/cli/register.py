@@ -4,21 +4,15 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import logging
-import os
-import tempfile
-import time
 from pathlib import Path
 
-from .common import input_path, load_image_arg
+from .common import input_path
 from .main import CliError
 
 __all__ = ["add_parser", "run", "build_config"]
 
 log = logging.getLogger(__name__)
-
-OUTPUT_NAMES = ("warped.nii.gz", "transform.h5", "linear.mat", "deformation.nii.gz", "warped_labels.nii.gz", "result.json")
 
 _TRANSFORM_STAGES = {
     "translation": ["translation"],
@@ -58,6 +52,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fixed-mask", default=None, help="mask on the fixed grid (non-zero = used)")
     p.add_argument("--moving-mask", default=None, help="mask on the moving grid")
     p.add_argument("--moving-labels", default=None, help="label map on the moving grid, warped with nearest neighbour")
+    p.add_argument("--fixed-labels", default=None, help="label map on the fixed grid: Dice per label in result.json and the report")
+    p.add_argument("--fixed-landmarks", default=None, help="landmarks of the fixed image (CSV RAS, .fcsv, .mrk.json, elastix): TRE")
+    p.add_argument("--moving-landmarks", default=None, help="the corresponding landmarks of the moving image")
+    p.add_argument("--no-report", action="store_true", help="do not write report.html")
     p.add_argument("--config", default=None, help="YAML or TOML configuration file (flags override it)")
     p.add_argument("--seed", type=int, default=None, help="random seed (default 0): same seed, same result")
     p.add_argument("--device", default=None, help="cpu (default), cuda or cuda:N")
@@ -170,83 +168,50 @@ class _Progress:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from .. import __version__
-    from ..io import load_image, read_transform_file, save_image
-    from ..optim import register
-    from ..transforms import resample
-    from ..transforms.files import save_transform_outputs
+    from ..batch import run_registration
+    from ..io import read_transform_file
 
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise CliError(f"--out: {out} exists and is not a folder")
-    if out.is_dir() and not args.force:
-        clash = [n for n in OUTPUT_NAMES if (out / n).exists()]
-        if clash:
-            raise CliError(f"--out: {out} already holds {', '.join(clash)}; use --force to overwrite")
-    fixed = load_image_arg(args.fixed, "FIXED")
-    moving = load_image_arg(args.moving, "MOVING")
-    if fixed.ndim != moving.ndim:
-        raise CliError(f"FIXED is {fixed.ndim}D but MOVING is {moving.ndim}D")
-    fmask = load_image_arg(args.fixed_mask, "--fixed-mask") if args.fixed_mask else None
-    mmask = load_image_arg(args.moving_mask, "--moving-mask") if args.moving_mask else None
-    labels = load_image_arg(args.moving_labels, "--moving-labels") if args.moving_labels else None
-    for name, img, ref in (("--fixed-mask", fmask, fixed), ("--moving-mask", mmask, moving), ("--moving-labels", labels, moving)):
-        if img is not None and not img.grid.same_as(ref.grid, atol=1e-3):
-            raise CliError(f"{name}: its grid differs from the {'FIXED' if ref is fixed else 'MOVING'} image's grid")
     initial = None
     if args.initial_transform:
         items = read_transform_file(input_path(args.initial_transform, "--initial-transform"))
         if len(items) != 1 or items[0][0] != "linear":
             raise CliError("--initial-transform: expected one linear transform (.mat/.tfm/.txt)")
         initial = np.asarray(items[0][1])
-        if initial.shape != (fixed.ndim + 1, fixed.ndim + 1):
-            raise CliError(f"--initial-transform: a {initial.shape[0] - 1}D transform for {fixed.ndim}D images")
     cfg = build_config(args)
     progress = _Progress(enabled=not args.no_progress and not args.quiet)
     try:
-        result = register(fixed, moving, config=cfg, fixed_mask=fmask, moving_mask=mmask, initial=initial, callbacks=[progress])
+        summary = run_registration(
+            args.fixed,
+            args.moving,
+            args.out,
+            cfg,
+            fixed_mask=args.fixed_mask,
+            moving_mask=args.moving_mask,
+            fixed_labels=args.fixed_labels,
+            moving_labels=args.moving_labels,
+            fixed_landmarks=args.fixed_landmarks,
+            moving_landmarks=args.moving_landmarks,
+            initial=initial,
+            callbacks=[progress],
+            force=args.force,
+            report=not args.no_report,
+            arg_names={
+                "out_dir": "--out", "fixed": "FIXED", "moving": "MOVING", "fixed_mask": "--fixed-mask",
+                "moving_mask": "--moving-mask", "fixed_labels": "--fixed-labels", "moving_labels": "--moving-labels",
+                "fixed_landmarks": "--fixed-landmarks", "moving_landmarks": "--moving-landmarks",
+                "initial": "--initial-transform",
+            },
+        )
     finally:
         progress.close()
-    out.mkdir(parents=True, exist_ok=True)
-    files = save_transform_outputs(result, out, force=args.force)
-    save_image(result.warped, out / "warped.nii.gz", force=args.force)
-    outputs = {"warped": "warped.nii.gz", "transform": "transform.h5", "ants_order": files}
-    if labels is not None:
-        wl = resample(labels, result.transform, onto=fixed.grid, interp="nearest")
-        save_image(wl, out / "warped_labels.nii.gz", force=args.force)
-        outputs["warped_labels"] = "warped_labels.nii.gz"
-    summary = {
-        "omnireg_version": __version__,
-        "fixed": str(args.fixed),
-        "moving": str(args.moving),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "metric_before": result.metric_before,
-        "metric_after": result.metric_after,
-        "runtime_s": result.runtime_s,
-        "stage_runtimes_s": result.stage_runtimes_s,
-        "outputs": outputs,
-        "antsApplyTransforms": "antsApplyTransforms -d {d} -i MOVING -r FIXED -o OUT {t}".format(
-            d=fixed.ndim, t=" ".join(f"-t {f}" for f in files)
-        ),
-        "history": [h.__dict__ for h in result.history],
-        "config": result.config,
-    }
-    _write_json_atomic(out / "result.json", summary)
-    metric = next(iter(result.metric_after))
-    print(
-        f"{metric}: {result.metric_before[metric]:.4f} -> {result.metric_after[metric]:.4f}  "
-        f"runtime {result.runtime_s:.1f} s  outputs in {out}"
-    )
+    metric = next(iter(summary["metric_after"]))
+    before, after = summary["metric_before"][metric], summary["metric_after"][metric]
+    line = f"{metric}: {before:.4f} -> {after:.4f}  runtime {summary['runtime_s']:.1f} s  outputs in {args.out}"
+    labels = (summary.get("evaluation") or {}).get("labels")
+    if labels:
+        line += f"  mean Dice {labels['dice_mean_before']:.3f} -> {labels['dice_mean']:.3f}"
+    landmarks = (summary.get("evaluation") or {}).get("landmarks")
+    if landmarks:
+        line += f"  TRE {landmarks['before']['tre_mean_mm']:.2f} -> {landmarks['after']['tre_mean_mm']:.2f} mm"
+    print(line)
     return 0
-
-
-def _write_json_atomic(path: Path, data: dict) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2, default=str)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

@@ -205,7 +205,7 @@ def _presets() -> dict[str, dict[str, Any]]:
         optimizer="adam",
         learning_rate=0.5,
         control_spacing_mm=10.0,
-        regularization={"bending": 0.5, "folding": 10.0},
+        regularization={"bending": 5.0, "folding": 10.0},
     )
     mm_bspline = dict(bspline, metric="mind", metric_options={})
     return {

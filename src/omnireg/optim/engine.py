@@ -243,14 +243,14 @@ class _LevelProblem:
         self.channels = moving.data.shape[1]
         self.stack = torch.cat([moving.data, *extra], dim=1)
 
-    def loss_from_points(self, moving_world: torch.Tensor, *, displacement: torch.Tensor | None = None) -> torch.Tensor:
+    def loss_from_points(self, moving_world: torch.Tensor) -> torch.Tensor:
         """Loss (K,) for moving-space world points ``(K, *S, D)`` of the fixed level grid."""
         d = self.fixed.grid.ndim
         m = self.vox_from_world
         vox = moving_world @ m[:d, :d].T + m[:d, d]
-        return self.loss_from_voxels(vox, displacement=displacement)
+        return self.loss_from_voxels(vox)
 
-    def loss_from_voxels(self, vox: torch.Tensor, *, displacement: torch.Tensor | None = None) -> torch.Tensor:
+    def loss_from_voxels(self, vox: torch.Tensor) -> torch.Tensor:
         k = vox.shape[0]
         out = sample(self.stack, vox, interp="linear", padding="zeros")
         c = self.channels
@@ -272,9 +272,6 @@ class _LevelProblem:
                 idx = valid.nonzero().reshape(-1)
                 part = self.metric.loss(fixed[idx], warped[idx], mask=mask[idx], spacing=spacing)
                 loss = loss.index_put((idx,), part)
-        if displacement is not None:
-            for weight, fn in self.regularizers:
-                loss = loss + weight * fn(displacement, self.fixed.grid)
         return loss
 
 
@@ -412,6 +409,10 @@ def register(
         scaled = _Scaled(new, _scales(new, radius))
         lin_t = _matrix_tensor(linear, dtype, device)
         n_levels = len(stage.shrink)
+        reg_grid = None
+        if not kind.is_linear:
+            reg_spacing = 0.5 * stage.control_spacing_mm if kind is TransformKind.BSPLINE else max(new.grid.spacing)
+            reg_grid = fixed.grid.with_spacing([max(reg_spacing, sp) for sp in fixed.grid.spacing])
 
         def stage_loss(prob: _LevelProblem) -> torch.Tensor:
             if kind.is_linear:
@@ -421,11 +422,17 @@ def register(
                 flat = pts.reshape(pts.shape[0], -1, d)
                 vox = flat @ full[:, :d, :d].transpose(1, 2) + full[:, None, :d, d]
                 return prob.loss_from_voxels(vox.reshape(mat.shape[0], *prob.points.shape[1:]))
-            moved_new = scaled.call("forward", prob.points)
-            disp = (moved_new - prob.points).movedim(-1, 1)
-            moved = deform_points(moved_new)
+            disp = scaled.call("displacement", prob.fixed.grid)  # (1, D, *S) world mm, fast whole-grid path
+            moved = deform_points(prob.points + disp.movedim(1, -1))
             moved = moved @ lin_t[:d, :d].T + lin_t[:d, d]
-            return prob.loss_from_points(moved, displacement=disp)
+            loss = prob.loss_from_points(moved)
+            if prob.regularizers:
+                # penalties on a coarse grid (spacing ~ half the control spacing): the displacement is smooth
+                # at that scale, and the cost no longer grows with the image size
+                u_reg = scaled.call("displacement", reg_grid)
+                for weight, fn in prob.regularizers:
+                    loss = loss + weight * fn(u_reg, reg_grid)
+            return loss
 
         for li in range(n_levels):
             tl = time.perf_counter()

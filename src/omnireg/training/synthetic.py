@@ -62,12 +62,18 @@ def smooth_displacement(
 ) -> torch.Tensor:
     """A random smooth world-mm displacement ``(1, D, *S)`` on ``grid`` whose largest vector norm is ``max_mm``.
 
-    White noise is smoothed with a Gaussian of sigma ``smoothness_mm`` and rescaled. Keep
-    ``max_mm`` well below ``smoothness_mm`` for a diffeomorphic (non-folding) field.
+    Independent normal values on a coarse control grid of spacing ``smoothness_mm`` (same field of view and
+    direction as ``grid``) are interpolated with cubic B-splines onto ``grid`` and rescaled, so the field is
+    equally smooth everywhere (no border artefacts). Keep ``max_mm`` well below ``smoothness_mm`` for a
+    diffeomorphic (non-folding) field.
     """
+    from ..core import sample
+
     g = generator or torch.Generator().manual_seed(0)
-    noise = torch.randn(1, grid.ndim, *grid.shape, generator=g, dtype=torch.float64)
-    u = gaussian_blur(noise, [smoothness_mm / s for s in grid.spacing], truncate=2.5)
+    coarse = grid.with_spacing([max(float(smoothness_mm), s) for s in grid.spacing])
+    noise = torch.randn(1, grid.ndim, *coarse.shape, generator=g, dtype=torch.float64)
+    pts = coarse.transform_points(grid.points("world", dtype=torch.float64), "world", "voxel").unsqueeze(0)
+    u = sample(noise, pts, interp="cubic", padding="border")
     norm = u.norm(dim=1).max()
     return (u * (max_mm / norm)).float()
 
