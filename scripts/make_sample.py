@@ -21,7 +21,8 @@ What the script does (every step deterministic):
    (8 mm), clipped to the volume and aligned so that each axis holds whole 2 x 2 x 2 blocks.
 2. T1 to 2 mm: Gaussian anti-aliasing (sigma ``AA_SIGMA_MM`` = 0.5 mm) followed by the mean of each
    2 x 2 x 2 block. The output voxel ``I`` is centred on source voxel ``c0 + 2 I + 0.5``, so the affine is
-   the source affine composed with ``diag(2, 2, 2)`` and that shift; the translation is then replaced so
+   the source affine composed with ``diag(2, 2, 2)`` and that shift, with the true FreeSurfer "LIA" axis
+   directions (the source header's identity affine does not state them; see ``LIA``); the translation is then replaced so
    that world (0, 0, 0) lies at the centroid of the labelled brain (rounded to 0.1 mm).
 3. Labels: the aseg ids are merged into seven tissue classes (``CLASSES`` below), then each 2 x 2 x 2 block
    takes its majority class (ties: a tissue class beats background, else the smallest id wins).
@@ -150,6 +151,9 @@ def quantize(x: np.ndarray) -> np.ndarray:
     return (np.round(x / QUANTUM) * QUANTUM).astype(np.float32)
 
 
+LIA = np.array([[-1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0], [0.0, -1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
+
+
 def save(data: np.ndarray, affine: np.ndarray, path: Path, *, label: bool = False) -> None:
     img = nib.Nifti1Image(data, affine)
     img.set_sform(affine, code=1)
@@ -190,7 +194,11 @@ def build(source: Path, out: Path) -> None:
     scale = np.eye(4)
     scale[:3, :3] *= FACTOR
     scale[:3, 3] = start + (FACTOR - 1) / 2.0
-    affine = vol_img.affine @ scale
+    # The source header holds an identity affine, but the array is in FreeSurfer's conformed "LIA"
+    # orientation (axis 0 -> patient left, axis 1 -> inferior, axis 2 -> anterior; checked on sagittal,
+    # coronal and axial cuts: the cerebellum lies at high axis-1 and low axis-2 indices). The sample
+    # states that orientation so that world RAS is anatomically right.
+    affine = LIA @ vol_img.affine @ scale
     brain = np.argwhere(labels_2mm > 0).mean(0)
     centre = affine[:3, :3] @ brain + affine[:3, 3]
     affine[:3, 3] -= np.round(centre, 1)
