@@ -86,7 +86,9 @@ class StageConfig:
         control_spacing_mm: B-spline control-point spacing in mm.
         svf_steps: scaling-and-squaring steps of an SVF stage.
         svf_spacing_mm: spacing in mm of the SVF's velocity grid (``None``: the finest level's spacing, at least 2x the image spacing).
-        regularization: penalty weights: ``bending``, ``diffusion``, ``elastic``, ``folding`` (deformable stages).
+        regularization: penalty weights: ``bending``, ``diffusion``, ``elastic``, ``folding`` (deformable stages),
+            relative to the similarity loss divided by its magnitude at the start of each level (so the same
+            weights suit every metric). Penalties are evaluated on a grid of a quarter of the control-point spacing.
         sampling: fraction of the fixed voxels used by point-wise metrics (mse, ncc, mi, nmi) in linear stages;
             the subset is drawn once per level with the run's seed (fixed during the level, as ITK's
             Mattes sampling), so L-BFGS sees a deterministic objective.
@@ -205,7 +207,7 @@ def _presets() -> dict[str, dict[str, Any]]:
         optimizer="adam",
         learning_rate=0.5,
         control_spacing_mm=10.0,
-        regularization={"bending": 5.0, "folding": 10.0},
+        regularization={"bending": 5.0, "diffusion": 0.2, "folding": 10.0},
     )
     mm_bspline = dict(bspline, metric="mind", metric_options={})
     return {

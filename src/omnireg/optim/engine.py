@@ -190,6 +190,17 @@ def _get_param(module: nn.Module, name: str) -> torch.Tensor:
 POINTWISE_METRICS = frozenset({"mse", "ncc", "mi", "nmi"})
 
 
+def _mind_features(data: torch.Tensor, grid: Grid, options: dict) -> torch.Tensor:
+    from ..similarity import mind_ssc_descriptor
+
+    with torch.no_grad():
+        return mind_ssc_descriptor(data, spacing=grid.spacing, **options)
+
+
+#: metrics computed as a point-wise SSD of feature maps extracted once per pyramid level
+FEATURE_METRICS: dict[str, Callable[[torch.Tensor, Grid, dict], torch.Tensor]] = {"mind": _mind_features}
+
+
 class _LevelProblem:
     """Loss of a transform at one pyramid level.
 
@@ -211,6 +222,7 @@ class _LevelProblem:
     ) -> None:
         self.fixed = fixed
         self.moving = moving
+        self.sim_scale: float | None = None
         self.metric = metric
         self.regularizers = regularizers
         dtype, device = fixed.data.dtype, fixed.data.device
@@ -367,13 +379,30 @@ def register(
             level_cache[key] = (fl, ml, fm, mm)
         return level_cache[key]
 
+    feature_cache: dict = {}
+
     def problem(stage: StageConfig, li: int) -> _LevelProblem:
         fl, ml, fm, mm = levels_for(stage, li)
+        metric = metric_for(stage)
+        name = stage.metric.lower()
+        if name in FEATURE_METRICS:
+            # descriptor metrics: features computed once per level and warped (not recomputed) at every
+            # iteration; the similarity is then a point-wise SSD between feature vectors
+            key = (name, float(stage.shrink[li]), tuple(sorted((k, str(v)) for k, v in stage.metric_options.items())))
+            if key not in feature_cache:
+                extract = FEATURE_METRICS[name]
+                feature_cache[key] = (
+                    Level(extract(fl.data, fl.grid, stage.metric_options), fl.grid),
+                    Level(extract(ml.data, ml.grid, stage.metric_options), ml.grid),
+                )
+            fl, ml = feature_cache[key]
+            metric = metric_for(StageConfig(metric="mse"))
+            name = "mse"
         subset = 0
-        if stage.kind.is_linear and stage.metric.lower() in POINTWISE_METRICS:
+        if stage.kind.is_linear and name in POINTWISE_METRICS:
             n = int(round(fl.grid.numel * float(stage.sampling)))
             subset = min(n, int(stage.max_points)) if stage.max_points else n
-        return _LevelProblem(fl, ml, fm, mm, metric_for(stage), _regularizers(stage), points_subset=subset, generator=generator)
+        return _LevelProblem(fl, ml, fm, mm, metric, _regularizers(stage), points_subset=subset, generator=generator)
 
     def deform_points(points: torch.Tensor) -> torch.Tensor:
         return points if deformable is None else deformable(points)
@@ -409,10 +438,13 @@ def register(
         scaled = _Scaled(new, _scales(new, radius))
         lin_t = _matrix_tensor(linear, dtype, device)
         n_levels = len(stage.shrink)
-        reg_grid = None
+        reg_grids: dict[str, Grid] = {}
         if not kind.is_linear:
-            reg_spacing = 0.5 * stage.control_spacing_mm if kind is TransformKind.BSPLINE else max(new.grid.spacing)
-            reg_grid = fixed.grid.with_spacing([max(reg_spacing, sp) for sp in fixed.grid.spacing])
+            # penalties on coarse grids: smoothness terms at half the control spacing, the folding term at a
+            # quarter (folds are local); the cost no longer grows with the image size
+            base = 0.5 * stage.control_spacing_mm if kind is TransformKind.BSPLINE else max(new.grid.spacing)
+            for key, factor in (("smooth", 1.0), ("folding", 0.5)):
+                reg_grids[key] = fixed.grid.with_spacing([max(base * factor, sp) for sp in fixed.grid.spacing])
 
         def stage_loss(prob: _LevelProblem) -> torch.Tensor:
             if kind.is_linear:
@@ -426,12 +458,17 @@ def register(
             moved = deform_points(prob.points + disp.movedim(1, -1))
             moved = moved @ lin_t[:d, :d].T + lin_t[:d, d]
             loss = prob.loss_from_points(moved)
+            if prob.sim_scale is None:
+                # the similarity is divided by its magnitude at the start of the level, so regularisation
+                # weights mean the same for every metric (MIND's SSD is ~0.02, LNCC's ~-0.8)
+                prob.sim_scale = max(abs(float(loss.detach().sum())), 1e-6)
+            loss = loss / prob.sim_scale
             if prob.regularizers:
-                # penalties on a coarse grid (spacing ~ half the control spacing): the displacement is smooth
-                # at that scale, and the cost no longer grows with the image size
-                u_reg = scaled.call("displacement", reg_grid)
-                for weight, fn in prob.regularizers:
-                    loss = loss + weight * fn(u_reg, reg_grid)
+                fields = {}
+                for key, weight, fn in prob.regularizers:
+                    if key not in fields:
+                        fields[key] = scaled.call("displacement", reg_grids[key])
+                    loss = loss + weight * fn(fields[key], reg_grids[key])
             return loss
 
         for li in range(n_levels):
@@ -489,7 +526,8 @@ def register(
     )
 
 
-def _regularizers(stage: StageConfig) -> list[tuple[float, Callable]]:
+def _regularizers(stage: StageConfig) -> list[tuple[str, float, Callable]]:
+    """(grid key, weight, penalty(u, grid)) for the stage's non-zero regularisation terms."""
     if stage.kind.is_linear or not stage.regularization:
         return []
     from .. import regularizers as R
@@ -497,14 +535,14 @@ def _regularizers(stage: StageConfig) -> list[tuple[float, Callable]]:
     out = []
     reg = stage.regularization
     if reg.get("bending", 0):
-        out.append((float(reg["bending"]), lambda u, g: R.bending_energy(u, g)))
+        out.append(("smooth", float(reg["bending"]), R.bending_energy))
     if reg.get("diffusion", 0):
-        out.append((float(reg["diffusion"]), lambda u, g: R.diffusion_penalty(u, g)))
+        out.append(("smooth", float(reg["diffusion"]), R.diffusion_penalty))
     if reg.get("elastic", 0):
         mu, lam = float(reg.get("elastic_mu", 1.0)), float(reg.get("elastic_lambda", 1.0))
-        out.append((float(reg["elastic"]), lambda u, g: R.elastic_penalty(u, g, mu=mu, lam=lam)))
+        out.append(("smooth", float(reg["elastic"]), lambda u, g: R.elastic_penalty(u, g, mu=mu, lam=lam)))
     if reg.get("folding", 0):
-        out.append((float(reg["folding"]), lambda u, g: R.folding_penalty(u, g)))
+        out.append(("folding", float(reg["folding"]), R.folding_penalty))
     return out
 
 
@@ -524,10 +562,10 @@ def _final_metrics(fixed, moving, total, stage, metric, fmask, device) -> tuple[
             img = T.resample(moving.to(torch.float32), t, onto=fixed.grid, interp="linear")
             support = T.resample(ones, t, onto=fixed.grid, interp="linear").batch().to(device)
             mask = support if fmask is None else support * fmask
-            m = _robust_normalize(img.batch().float().to(device), (mask > 0.5).float())
             try:
+                m = _robust_normalize(img.batch().float().to(device), (mask > 0.5).float())
                 val = float(metric(f, m, mask=mask)[0])
-            except ValueError:  # no overlap
+            except (ValueError, RuntimeError):  # no overlap left
                 val = float("nan")
             out.append({stage.metric: val})
     return out[0], out[1]

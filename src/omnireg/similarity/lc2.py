@@ -49,9 +49,14 @@ def _residual(c_ff, c_fg, c_gg, c_fm, c_gm, c_mm, scale, alpha: float) -> torch.
     c_gg = c_gg.clamp_min(0)
     ridge = alpha * 0.5 * (c_ff + c_gg) + torch.finfo(c_ff.dtype).eps * scale
     a11, a22 = c_ff + ridge, c_gg + ridge
-    det = (a11 * a22 - c_fg * c_fg).clamp_min(torch.finfo(c_ff.dtype).tiny)
-    b1 = (a22 * c_fm - c_fg * c_gm) / det
-    b2 = (a11 * c_gm - c_fg * c_fm) / det
+    det = a11 * a22 - c_fg * c_fg
+    # windows whose system is singular to working precision (empty or flat windows: all moments ~0)
+    # get no fit (res = c_mm) instead of 0/0; `where` on a safe denominator keeps gradients finite
+    ok = det > (torch.finfo(c_ff.dtype).eps * a11 * a22).clamp_min(torch.finfo(c_ff.dtype).tiny)
+    safe = torch.where(ok, det, torch.ones_like(det))
+    zero = torch.zeros_like(det)
+    b1 = torch.where(ok, (a22 * c_fm - c_fg * c_gm) / safe, zero)
+    b2 = torch.where(ok, (a11 * c_gm - c_fg * c_fm) / safe, zero)
     fit = b1 * b1 * c_ff + 2 * b1 * b2 * c_fg + b2 * b2 * c_gg
     res = c_mm - 2 * (b1 * c_fm + b2 * c_gm) + fit
     return torch.minimum(res.clamp_min(0), c_mm)
