@@ -26,9 +26,9 @@ USER_ERRORS = (CliError, ValueError, TypeError, FileNotFoundError, FileExistsErr
 
 
 def _commands():
-    from . import apply, batch, evaluate, info, landmarks, register
+    from . import apply, batch, demo, evaluate, info, landmarks, register
 
-    return [info, apply, register, batch, evaluate, landmarks]
+    return [demo, info, apply, register, batch, evaluate, landmarks]
 
 
 def build_parser() -> argparse.ArgumentParser:

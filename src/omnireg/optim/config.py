@@ -209,13 +209,16 @@ def _presets() -> dict[str, dict[str, Any]]:
         control_spacing_mm=10.0,
         regularization={"bending": 5.0, "diffusion": 0.2, "folding": 10.0},
     )
-    mm_bspline = dict(bspline, metric="mind", metric_options={})
+    # MIND's descriptors need voxels of a few mm: no 4x level
+    mm_bspline = dict(bspline, metric="mind", metric_options={}, shrink=[2, 1], iterations=[60, 20])
+    # before an affine stage, the rigid stage only needs the coarse levels (the affine stage refines)
+    pre = dict(shrink=[4, 2], iterations=[60, 30])
     return {
         "rigid": {"init": "moments", "stages": [dict(rigid, global_search=True)]},
-        "affine": {"init": "moments", "stages": [dict(rigid, global_search=True), affine]},
-        "deformable": {"init": "moments", "stages": [dict(rigid, global_search=True), affine, bspline]},
-        "multimodal-affine": {"init": "moments", "stages": [mm_rigid, mm_affine]},
-        "multimodal-deformable": {"init": "moments", "stages": [mm_rigid, mm_affine, mm_bspline]},
+        "affine": {"init": "moments", "stages": [dict(rigid, global_search=True, **pre), affine]},
+        "deformable": {"init": "moments", "stages": [dict(rigid, global_search=True, **pre), affine, bspline]},
+        "multimodal-affine": {"init": "moments", "stages": [dict(mm_rigid, **pre), mm_affine]},
+        "multimodal-deformable": {"init": "moments", "stages": [dict(mm_rigid, **pre), mm_affine, mm_bspline]},
     }
 
 

@@ -1,0 +1,121 @@
+"""``omnireg demo``: register the bundled multi-modal sample with a known transform and show the result.
+
+The case is made from the sample shipped in the package: the fixed image is the 2 mm T1; the moving
+image is the synthetic T2-weighted image of the same brain, moved by a known affine (rotations up to 10°,
+translations up to 10 mm, scaling up to 6 %) and a smooth deformation (up to 4 mm), with a bias field and
+noise, and resampled onto an oblique 2.2 mm grid. The ``multimodal-deformable`` preset (rigid -> affine
+-> B-spline) registers it; Dice of the tissue labels and the target error against the known truth are
+printed before and after, and the quality-control report is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from pathlib import Path
+
+from .main import CliError
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="register the bundled multi-modal sample (known truth) and write a report",
+        description=__doc__.split("\n\n")[1],
+    )
+    p.add_argument("--out", "-o", default="omnireg-demo", help="output folder (default: ./omnireg-demo)")
+    p.add_argument("--preset", default="multimodal-deformable", help="registration preset (default: multimodal-deformable)")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the case and the registration")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--force", action="store_true", help="overwrite an existing demo output folder")
+    p.set_defaults(func=run)
+
+
+def _case(seed: int):
+    import numpy as np
+    import torch
+
+    from ..core import Grid
+    from ..data import sample_path
+    from ..io import load_image
+    from ..training.synthetic import affine_matrix, make_known_case, smooth_displacement
+
+    t1 = load_image(sample_path("t1"))
+    t2 = load_image(sample_path("t2w"))
+    labels = load_image(sample_path("labels"))
+    g = torch.Generator().manual_seed(seed)
+    m = affine_matrix(ndim=3, rotation_deg=(7.0, -5.0, 9.0), translation_mm=(6.0, -8.0, 5.0), scale=(1.05, 0.95, 1.03))
+    u = smooth_displacement(t1.grid, max_mm=4.0, smoothness_mm=25.0, generator=g)
+    # an oblique moving grid with another spacing: the result must not depend on the grid
+    c, s = math.cos(math.radians(12)), math.sin(math.radians(12))
+    rot = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]]) @ t1.grid.direction
+    size = [int(round(n * 2.0 / 2.2)) for n in t1.grid.shape]
+    centre = t1.grid.transform_points((np.asarray(t1.grid.shape) - 1) / 2, "voxel", "world")
+    origin = centre - rot @ (2.2 * (np.asarray(size) - 1) / 2)
+    mgrid = Grid(tuple(size), (2.2, 2.2, 2.2), tuple(origin), rot)
+    case = make_known_case(t1, matrix=m, displacement=u, moving_source=t2, moving_grid=mgrid, labels=labels,
+                           bias=0.15, noise=0.015, seed=seed)
+    return case, labels
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..evaluation import label_metrics, summarize_labels
+    from ..io import save_image
+    from ..optim import preset
+    from ..report import write_report
+    from ..transforms import resample
+    from ..transforms.files import save_transform_outputs
+    from .register import _Progress
+
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()) and not args.force:
+        raise CliError(f"--out: {out} exists and is not empty; use --force to overwrite it")
+    t0 = time.perf_counter()
+    case, labels = _case(args.seed)
+    cfg = preset(args.preset)
+    cfg.seed, cfg.device = args.seed, args.device
+    progress = _Progress(enabled=not args.no_progress and not args.quiet)
+    from ..optim import register
+
+    try:
+        result = register(case.fixed, case.moving, config=cfg, callbacks=[progress])
+    finally:
+        progress.close()
+    mask = labels.data[0] > 0
+    tre_before = case.target_error(lambda x: x, mask=mask)
+    with torch.no_grad():
+        tre_after = case.target_error(result.transform, mask=mask)
+    warped_labels = resample(case.moving_labels, result.transform, onto=case.fixed.grid, interp="nearest")
+    before_labels = resample(case.moving_labels, None, onto=case.fixed.grid, interp="nearest")
+    dice_after = summarize_labels(label_metrics(labels, warped_labels, distances=False))["dice"]
+    dice_before = summarize_labels(label_metrics(labels, before_labels, distances=False))["dice"]
+    out.mkdir(parents=True, exist_ok=True)
+    save_image(case.fixed, out / "fixed_t1.nii.gz", force=True)
+    save_image(case.moving, out / "moving_t2w.nii.gz", force=True)
+    save_image(result.warped, out / "warped.nii.gz", force=True)
+    save_image(warped_labels, out / "warped_labels.nii.gz", force=True)
+    save_transform_outputs(result, out, force=True)
+    metrics = {
+        "demo": {
+            "dice_mean_before": dice_before,
+            "dice_mean_after": dice_after,
+            "target_error_mean_mm_before": float(tre_before.mean()),
+            "target_error_mean_mm_after": float(tre_after.mean()),
+            "target_error_p95_mm_after": float(tre_after.quantile(0.95)),
+        }
+    }
+    write_report(out, fixed=case.fixed, moving=case.moving, result=result, fixed_labels=labels,
+                 warped_labels=warped_labels, metrics=metrics, title="omnireg demo: T1 <- synthetic T2w", force=True)
+    wall = time.perf_counter() - t0
+    print("omnireg demo: fixed = T1 (2 mm), moving = synthetic T2w with a known affine + deformation (oblique 2.2 mm grid)")
+    print(f"  mean Dice of {len(labels.data.unique()) - 1} tissue labels: {dice_before:.3f} -> {dice_after:.3f}")
+    print(f"  mean target error over the brain: {float(tre_before.mean()):.2f} mm -> {float(tre_after.mean()):.2f} mm "
+          f"(95th percentile {float(tre_after.quantile(0.95)):.2f} mm)")
+    print(f"  registration {result.runtime_s:.1f} s, total {wall:.1f} s; report: {out / 'report.html'}")
+    return 0
