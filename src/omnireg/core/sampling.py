@@ -22,7 +22,7 @@ from .enums import Interp, Padding, as_enum
 from .grid import Grid
 from .image import Image
 
-__all__ = ["sample", "sample_world", "bspline_prefilter"]
+__all__ = ["sample", "sample_world", "bspline_prefilter", "evaluate_bspline"]
 
 _POLE = math.sqrt(3.0) - 2.0
 
@@ -124,23 +124,17 @@ def _mirror_pad(data: torch.Tensor, pad: int) -> torch.Tensor:
     return data
 
 
-def _sample_cubic(coeffs: torch.Tensor, points: torch.Tensor, padding: Padding) -> torch.Tensor:
-    """Cubic B-spline evaluation as 2^D linear lookups (weights folded into fractional offsets).
+def evaluate_bspline(coeffs: torch.Tensor, points: torch.Tensor, *, padding: Padding | str = Padding.ZEROS) -> torch.Tensor:
+    """Cubic B-spline with coefficients ``coeffs`` ``(N, C, *K)`` (not prefiltered here) at voxel points
+    ``(N, *S_out, D)`` of the coefficient grid.
 
-    Coefficients are mirror-extended by 2, so inside the image the result equals
-    ``scipy.ndimage.map_coordinates(order=3, mode='mirror')``. Outside, ``border`` clamps the points
-    to the image and ``zeros`` returns 0 beyond half a voxel from the edge centres (as ITK's
-    ``IsInsideBuffer``).
+    Each axis' four weights are folded into two linear lookups (``g0 = w0 + w1`` at ``base - 1 + w1/g0``,
+    ``g1 = w2 + w3`` at ``base + 1 + w3/g1``), so ``2^D`` linear samples give the exact spline; ``g0, g1 >=
+    1/6`` keeps the division safe. ``padding`` extends the coefficients: ``zeros`` (zero beyond the grid)
+    or ``border``.
     """
+    padding = as_enum(padding, Padding, "padding")
     d = points.shape[-1]
-    shape = coeffs.shape[2:]
-    upper = torch.tensor([s - 1 for s in shape], dtype=points.dtype, device=points.device)
-    inside = None
-    if padding is Padding.ZEROS:
-        inside = ((points >= -0.5) & (points <= upper + 0.5)).all(dim=-1)
-    points = torch.minimum(torch.maximum(points, torch.zeros_like(upper)), upper)
-    coeffs = _mirror_pad(coeffs, 2)
-    points = points + 2
     base = torch.floor(points)
     t = points - base
     t2, t3 = t * t, t * t * t
@@ -158,8 +152,26 @@ def _sample_cubic(coeffs: torch.Tensor, points: torch.Tensor, padding: Padding) 
         weight = torch.ones_like(points[..., 0])
         for a, b in enumerate(bits):
             weight = weight * (g1[..., a] if b else g0[..., a])
-        val = _grid_sample(coeffs, pos, "bilinear", Padding.BORDER) * weight.unsqueeze(1)
+        val = _grid_sample(coeffs, pos, "bilinear", padding) * weight.unsqueeze(1)
         out = val if out is None else out + val
+    return out
+
+
+def _sample_cubic(coeffs: torch.Tensor, points: torch.Tensor, padding: Padding) -> torch.Tensor:
+    """Cubic B-spline evaluation as 2^D linear lookups (weights folded into fractional offsets).
+
+    Coefficients are mirror-extended by 2, so inside the image the result equals
+    ``scipy.ndimage.map_coordinates(order=3, mode='mirror')``. Outside, ``border`` clamps the points
+    to the image and ``zeros`` returns 0 beyond half a voxel from the edge centres (as ITK's
+    ``IsInsideBuffer``).
+    """
+    shape = coeffs.shape[2:]
+    upper = torch.tensor([s - 1 for s in shape], dtype=points.dtype, device=points.device)
+    inside = None
+    if padding is Padding.ZEROS:
+        inside = ((points >= -0.5) & (points <= upper + 0.5)).all(dim=-1)
+    points = torch.minimum(torch.maximum(points, torch.zeros_like(upper)), upper)
+    out = evaluate_bspline(_mirror_pad(coeffs, 2), points + 2, padding=Padding.BORDER)
     if inside is not None:
         out = out * inside.unsqueeze(1).to(out.dtype)
     return out

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from ..core.grid import Grid
-from ..core.sampling import sample
+from ..core.sampling import evaluate_bspline
 from .base import Transform
 from .dense import DisplacementField, check_field
 
@@ -80,33 +80,8 @@ def _separable_coordinates(control: Grid, grid: Grid) -> tuple[np.ndarray, np.nd
 
 
 def _evaluate_points(coef: torch.Tensor, vox: torch.Tensor) -> torch.Tensor:
-    """Cubic B-spline with zero-extended coefficients ``(N, C, *K)`` at control-voxel points ``(N, *S, D)``.
-
-    Each axis' four weights are folded into two linear lookups (``g0 = w0 + w1`` at ``base - 1 + w1/g0``,
-    ``g1 = w2 + w3`` at ``base + 1 + w3/g1``), so ``2^D`` linear samples with zero padding give the
-    exact spline; ``g0, g1 >= 1/6`` keeps the division safe.
-    """
-    d = vox.shape[-1]
-    base = torch.floor(vox)
-    t = vox - base
-    t2, t3 = t * t, t * t * t
-    w0 = (1 - t) ** 3 / 6
-    w1 = (3 * t3 - 6 * t2 + 4) / 6
-    w2 = (-3 * t3 + 3 * t2 + 3 * t + 1) / 6
-    w3 = t3 / 6
-    g0, g1 = w0 + w1, w2 + w3
-    h0 = base - 1 + w1 / g0
-    h1 = base + 1 + w3 / g1
-    out = None
-    for corner in range(2**d):
-        bits = [(corner >> a) & 1 for a in range(d)]
-        pos = torch.stack([h1[..., a] if b else h0[..., a] for a, b in enumerate(bits)], dim=-1)
-        weight = torch.ones_like(vox[..., 0])
-        for a, b in enumerate(bits):
-            weight = weight * (g1[..., a] if b else g0[..., a])
-        val = sample(coef, pos, interp="linear", padding="zeros") * weight.unsqueeze(1)
-        out = val if out is None else out + val
-    return out
+    """Cubic B-spline with zero-extended coefficients ``(N, C, *K)`` at control-voxel points ``(N, *S, D)``."""
+    return evaluate_bspline(coef, vox.to(coef.dtype), padding="zeros")
 
 
 class BSplineTransform(Transform):
