@@ -362,7 +362,13 @@ def register(
     def metric_for(stage: StageConfig) -> nn.Module:
         key = (stage.metric, tuple(sorted((k, str(v)) for k, v in stage.metric_options.items())))
         if key not in metric_cache:
-            metric_cache[key] = get_similarity(stage.metric, **stage.metric_options)
+            options = dict(stage.metric_options)
+            if config.normalize and stage.metric.lower() in ("mi", "nmi"):
+                # both images are already on their robust [0, 1] range: fixed histogram ranges spare a
+                # quantile (a sort of every sample) at every evaluation
+                options.setdefault("fixed_range", (0.0, 1.0))
+                options.setdefault("moving_range", (0.0, 1.0))
+            metric_cache[key] = get_similarity(stage.metric, **options)
         return metric_cache[key]
 
     level_cache: dict = {}
