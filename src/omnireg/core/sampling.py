@@ -22,7 +22,7 @@ from .enums import Interp, Padding, as_enum
 from .grid import Grid
 from .image import Image
 
-__all__ = ["sample", "sample_world", "bspline_prefilter", "evaluate_bspline"]
+__all__ = ["affine_points", "sample", "sample_world", "bspline_prefilter", "evaluate_bspline"]
 
 _POLE = math.sqrt(3.0) - 2.0
 
@@ -216,6 +216,22 @@ def sample(
     if interp is Interp.LINEAR:
         return _grid_sample(data, points, "bilinear", padding)
     return _sample_cubic(bspline_prefilter(data), points, padding)
+
+
+def affine_points(matrix: torch.Tensor, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """``matrix @ [i, 1]`` for every index i of ``shape``: ``(N, *shape, D)``, built by broadcasting
+    (no meshgrid, no product over all voxels; integer indices stay exact)."""
+    d = len(shape)
+    n = matrix.shape[0]
+    m = matrix.to(dtype)
+    out = m[:, :d, d].reshape(n, *([1] * d), d)
+    for a, size in enumerate(shape):
+        i = torch.arange(size, dtype=dtype, device=m.device)
+        term = i[None, :, None] * m[:, None, :d, a]
+        view = [n] + [1] * d + [d]
+        view[1 + a] = size
+        out = out + term.reshape(view)
+    return out
 
 
 def sample_world(

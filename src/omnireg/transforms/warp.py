@@ -17,7 +17,7 @@ import torch
 from ..core.enums import Interp, Padding
 from ..core.grid import Grid
 from ..core.image import Image
-from ..core.sampling import sample
+from ..core.sampling import affine_points, sample
 from .base import Transform, broadcast_batch, check_points
 from .linear import Identity
 
@@ -55,11 +55,8 @@ def moving_voxel_points(
         device = m.device
         vm = torch.as_tensor(moving_grid.voxel_from_world(), dtype=torch.float64, device=device)
         wf = torch.as_tensor(fixed_grid.world_from_voxel(), dtype=torch.float64, device=device)
-        total = (vm @ m.to(torch.float64) @ wf).to(dtype)
-        idx = fixed_grid.points("voxel", dtype=dtype, device=device)  # exact integers
-        flat = idx.reshape(1, -1, d)
-        out = flat @ total[:, :d, :d].transpose(-1, -2) + total[:, None, :d, d]
-        return out.reshape(out.shape[0], *fixed_grid.shape, d)
+        total = vm @ m.to(torch.float64) @ wf
+        return affine_points(total, fixed_grid.shape, dtype)  # exact for integer index maps
     y = transform.transform_grid(fixed_grid, dtype=dtype)
     return moving_grid.transform_points(y, "world", "voxel")
 
@@ -106,6 +103,11 @@ def warp(
         raise TypeError(f"transform: expected a Transform, got {type(transform).__name__}")
     broadcast_batch(moving_data.shape[0], transform.batch_size, "moving_data and transform")
     dtype = moving_data.dtype if moving_data.dtype.is_floating_point else transform.dtype
+    for name, g in (("fixed_grid", fixed_grid), ("moving_grid", moving_grid)):
+        if not isinstance(g, Grid):
+            raise TypeError(f"{name}: expected a Grid, got {type(g).__name__}")
+        if g.ndim != transform.ndim:
+            raise ValueError(f"{name}: expected a {transform.ndim}D grid for a {transform.ndim}D transform, got {g.ndim}D")
     vox = moving_voxel_points(transform, fixed_grid, moving_grid, dtype=dtype)
     return sample(moving_data, vox.to(moving_data.device), interp=interp, padding=padding)
 
