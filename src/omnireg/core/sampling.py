@@ -19,7 +19,6 @@ import torch
 import torch.nn.functional as F
 
 from .enums import Interp, Padding, as_enum
-from .grid import Grid
 from .image import Image
 
 __all__ = ["affine_points", "sample", "sample_world", "bspline_prefilter", "evaluate_bspline"]

@@ -25,9 +25,8 @@ is the (interpolated) support of the warped moving image (see :mod:`omnireg.simi
 from __future__ import annotations
 
 import logging
-import math
 import time
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -37,6 +36,7 @@ from ..core import Grid, Image, sample
 from ..core.enums import as_enum
 from .config import Init, Optimizer, RegistrationConfig, StageConfig, TransformKind, preset
 from .initialize import fov_center, initial_candidates
+from .optimizers import bobyqa, global_rotation_search, gradient_descent
 from .pyramid import Level, pyramid_level
 from .result import Callback, LevelHistory, ProgressEvent, RegistrationResult
 
@@ -483,14 +483,14 @@ def register(
             hist = LevelHistory(si, li, kind.value, stage.metric, float(stage.shrink[li]))
             history.append(hist)
             if li == 0 and stage.global_search and kind.is_linear:
-                _global_search(scaled, stage, prob, stage_loss, d, hist, emit, si, n_stages, n_levels)
+                global_rotation_search(scaled, stage, prob, stage_loss, d, hist, emit, si, n_stages, n_levels)
             iters = int(stage.iterations[li])
             if iters > 0:
                 opt = as_enum(stage.optimizer, Optimizer, "optimizer")
                 if opt is Optimizer.BOBYQA:
-                    _bobyqa(scaled, lambda: stage_loss(prob), iters, hist, step=2.0)
+                    bobyqa(scaled, lambda: stage_loss(prob), iters, hist, step=2.0)
                 else:
-                    _gradient(scaled, lambda: stage_loss(prob).sum(), opt, iters, stage, hist, emit, si, n_stages, li, n_levels)
+                    gradient_descent(scaled, lambda: stage_loss(prob).sum(), opt, iters, stage, hist, emit, si, n_stages, li, n_levels)
             hist.runtime_s = time.perf_counter() - tl
             log.info(
                 "stage %d (%s, %s) level %d/%d: loss %.5g -> %.5g in %d iterations (%.2fs)",
@@ -575,125 +575,3 @@ def _final_metrics(fixed, moving, total, stage, metric, fmask, device) -> tuple[
                 val = float("nan")
             out.append({stage.metric: val})
     return out[0], out[1]
-
-
-def _gradient(scaled, closure_loss, opt, iters, stage, hist, emit, si, n_stages, li, n_levels) -> None:
-    params = list(scaled.z)
-    tol, window = float(stage.tolerance), int(stage.window)
-
-    def converged() -> bool:
-        h = hist.losses
-        if len(h) <= window:
-            return False
-        old, new = h[-window - 1], h[-1]
-        return abs(old - new) <= tol * max(abs(old), 1e-12)
-
-    if opt is Optimizer.ADAM:
-        optim = torch.optim.Adam(params, lr=float(stage.learning_rate))
-        for it in range(iters):
-            optim.zero_grad(set_to_none=True)
-            loss = closure_loss()
-            loss.backward()
-            optim.step()
-            hist.losses.append(float(loss.detach()))
-            emit(stage=si, n_stages=n_stages, level=li, n_levels=n_levels, iteration=it + 1, max_iterations=iters, loss=hist.losses[-1])
-            if converged():
-                hist.converged = True
-                break
-        return
-    max_eval = int(iters * 1.5) + 5
-    optim = torch.optim.LBFGS(params, lr=1.0, max_iter=iters, max_eval=max_eval, history_size=10,
-                              tolerance_grad=1e-9, tolerance_change=float(stage.tolerance) * 1e-3, line_search_fn="strong_wolfe")
-    count = [0]
-
-    def closure():
-        optim.zero_grad(set_to_none=True)
-        loss = closure_loss()
-        loss.backward()
-        count[0] += 1
-        hist.losses.append(float(loss.detach()))
-        # L-BFGS evaluates the loss up to max_eval times (line search included): progress counts evaluations
-        emit(stage=si, n_stages=n_stages, level=li, n_levels=n_levels, iteration=count[0], max_iterations=max_eval, loss=hist.losses[-1])
-        return loss
-
-    optim.step(closure)
-    hist.converged = count[0] < iters
-
-
-def _bobyqa(scaled, loss_fn, max_eval, hist, *, step: float) -> float:
-    """Derivative-free local refinement with nlopt's BOBYQA in the scaled parameter units."""
-    import nlopt
-
-    x0 = scaled.flat()
-    n = x0.size
-
-    def f(x, grad):
-        scaled.set_flat(x)
-        with torch.no_grad():
-            val = float(loss_fn().sum())
-        hist.losses.append(val)
-        return val
-
-    opt = nlopt.opt(nlopt.LN_BOBYQA, n)
-    opt.set_min_objective(f)
-    opt.set_initial_step(step)
-    opt.set_maxeval(int(max_eval))
-    opt.set_xtol_abs(1e-3)
-    opt.set_ftol_rel(1e-7)
-    try:
-        x = opt.optimize(x0)
-        val = opt.last_optimum_value()
-    except (nlopt.RoundoffLimited, RuntimeError, ValueError):
-        x, val = x0, f(x0, None)
-    scaled.set_flat(x)
-    return float(val)
-
-
-def _rotation_candidates(d: int, angles_deg: Sequence[float]) -> list[np.ndarray]:
-    """Rotation vectors (3D: about each world axis) or angles (2D) for the multi-start search."""
-    cands: list[np.ndarray] = []
-    for a in angles_deg:
-        r = math.radians(float(a))
-        if d == 2:
-            cands.append(np.array([r]))
-        else:
-            for axis in range(3):
-                v = np.zeros(3)
-                v[axis] = r
-                if r != 0 or axis == 0:
-                    cands.append(v)
-    return cands
-
-
-def _global_search(scaled, stage, prob, stage_loss, d, hist, emit, si, n_stages, n_levels, keep: int = 3) -> None:
-    """Multi-start over rotations about each axis, scored in one batch, then BOBYQA on the best ``keep``."""
-    names = scaled.names
-    rot_name = next((n for n in names if "rot" in n.lower() or "angle" in n.lower()), None)
-    if rot_name is None:
-        log.debug("global search skipped: the transform has no rotation parameter")
-        return
-    idx = names.index(rot_name)
-    z0 = [z.detach().clone() for z in scaled.z]
-    scale = scaled.scale[rot_name]
-    results = []
-    cands = _rotation_candidates(d, stage.search_angles_deg)
-    for c in cands:
-        with torch.no_grad():
-            scaled.z[idx].copy_(torch.as_tensor(c, dtype=scale.dtype).reshape(scale.shape) / scale)
-            val = float(stage_loss(prob).sum())
-        results.append((val, [z.detach().clone() for z in scaled.z]))
-        hist.losses.append(val)
-    results.sort(key=lambda r: r[0])
-    best_val, best_z = math.inf, z0
-    for val, zs in results[:keep]:
-        with torch.no_grad():
-            for z, v in zip(scaled.z, zs):
-                z.copy_(v)
-        refined = _bobyqa(scaled, lambda: stage_loss(prob), 60 * len(scaled.flat()) // 6 + 40, hist, step=4.0)
-        if refined < best_val:
-            best_val, best_z = refined, [z.detach().clone() for z in scaled.z]
-    with torch.no_grad():
-        for z, v in zip(scaled.z, best_z):
-            z.copy_(v)
-    emit(stage=si, n_stages=n_stages, level=0, n_levels=n_levels, iteration=0, max_iterations=0, loss=best_val, phase="search")
-    log.info("global search: %d starts, best loss %.5g", len(cands), best_val)

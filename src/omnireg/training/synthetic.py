@@ -152,7 +152,6 @@ def make_known_case(
         noise: standard deviation of Gaussian noise (relative to the [0, 1] range).
         seed: seed of the bias and noise.
     """
-    from ..transforms import Affine, DisplacementField, compose, resample
 
     with torch.no_grad():
         return _make_known_case(source, matrix, displacement, moving_source, moving_grid, labels, remap, bias, noise, seed)

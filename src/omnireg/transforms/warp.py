@@ -49,7 +49,6 @@ def moving_voxel_points(
         if g.ndim != transform.ndim:
             raise ValueError(f"{name}: expected a {transform.ndim}D grid for a {transform.ndim}D transform, got {g.ndim}D")
     dtype = dtype or transform.dtype
-    d = transform.ndim
     if transform.is_linear:
         m = transform.matrix()
         device = m.device
