@@ -35,4 +35,7 @@ def load_image_arg(path: str | Path, what: str):
     try:
         return load_image(p)
     except (ValueError, OSError, RuntimeError) as exc:
-        raise CliError(f"{what}: cannot read image {p}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if "cannot read image" not in msg:  # io's own messages already name the file
+            msg = f"cannot read image {p}: {msg}"
+        raise CliError(f"{what}: {msg}") from exc
