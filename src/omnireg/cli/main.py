@@ -91,5 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+if __name__ == "__main__":  # pragma: no cover - `python -m omnireg.cli.main`: use the package's module copy
+    from omnireg.cli.main import main as _main
+
+    sys.exit(_main())
