@@ -88,7 +88,7 @@ class StageConfig:
         svf_spacing_mm: spacing in mm of the SVF's velocity grid (``None``: the finest level's spacing, at least 2x the image spacing).
         regularization: penalty weights: ``bending``, ``diffusion``, ``elastic``, ``folding`` (deformable stages),
             relative to the similarity loss divided by its magnitude at the start of each level (so the same
-            weights suit every metric). Penalties are evaluated on a grid of a quarter of the control-point spacing.
+            weights suit every metric). Penalties are evaluated on a grid of half the control-point spacing.
         sampling: fraction of the fixed voxels used by point-wise metrics (mse, ncc, mi, nmi) in linear stages;
             the subset is drawn once per level with the run's seed (fixed during the level, as ITK's
             Mattes sampling), so L-BFGS sees a deterministic objective.
