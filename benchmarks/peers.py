@@ -217,7 +217,9 @@ def run_ants(folder: Path, family: str, threads: int):
         img = ants.image_read(str(path))
         return ants.apply_transforms(fixed, img, transformlist=fwd, interpolator="linear", defaultvalue=0).numpy()
 
-    return seconds, {**{k: (list(v) if isinstance(v, tuple) else v) for k, v in kw.items()}, "fwdtransforms": [Path(f).name for f in fwd]}, apply
+    settings = {k: (list(v) if isinstance(v, tuple) else v) for k, v in kw.items()}
+    settings["fwdtransforms"] = [Path(f).name for f in fwd]
+    return seconds, settings, apply
 
 
 def run_elastix(folder: Path, family: str, threads: int):
@@ -249,7 +251,8 @@ def run_elastix(folder: Path, family: str, threads: int):
     for m in maps:
         po.AddParameterMap(m)
     t0 = time.perf_counter()
-    _, params = itk.elastix_registration_method(fixed, moving, parameter_object=po, log_to_console=False, number_of_threads=threads)
+    _, params = itk.elastix_registration_method(fixed, moving, parameter_object=po, log_to_console=False,
+                                                number_of_threads=threads)
     seconds = time.perf_counter() - t0
     for i in range(params.GetNumberOfParameterMaps()):
         params.SetParameter(i, "ResampleInterpolator", "FinalLinearInterpolator")
@@ -294,7 +297,8 @@ def run_sitk(folder: Path, family: str, threads: int):
         r.SmoothingSigmasAreSpecifiedInPhysicalUnitsOff()
         return r
 
-    init_kind = sitk.CenteredTransformInitializerFilter.GEOMETRY if multi else sitk.CenteredTransformInitializerFilter.MOMENTS
+    kinds = sitk.CenteredTransformInitializerFilter
+    init_kind = kinds.GEOMETRY if multi else kinds.MOMENTS
     t0 = time.perf_counter()
     init = sitk.CenteredTransformInitializer(fixed, moving, sitk.VersorRigid3DTransform(), init_kind)
     r = method("rsgd")
@@ -509,15 +513,17 @@ def summary_rows(results: list[dict], families, methods) -> list[list]:
             worst = max(r["mean_mm"] for r in ok)
             cons = [r["consistency_max_rel"] for r in ok if r.get("consistency_max_rel") is not None]
             note = "" if len(ok) == len(rs) else f"{len(rs) - len(ok)} failed"
-            rows.append([fam, method, len(ok), avg("mean_mm"), avg("p95_mm"), worst, avg("dice_mean"), avg("folding_percent"),
-                         avg("seconds"), avg("peak_rss_mb"), (f"{max(cons):.1e}" if cons else "") + (f" {note}" if note else "")])
+            remark = (f"{max(cons):.1e}" if cons else "") + (f" {note}" if note else "")
+            rows.append([fam, method, len(ok), avg("mean_mm"), avg("p95_mm"), worst, avg("dice_mean"),
+                         avg("folding_percent"), avg("seconds"), avg("peak_rss_mb"), remark])
     return rows
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true", help="sanity + one case of affine-mono, affine-multi, deformable-mono (default)")
+    mode.add_argument("--quick", action="store_true",
+                      help="sanity + one case of affine-mono, affine-multi, deformable-mono (default)")
     mode.add_argument("--full", action="store_true", help="sanity + 5 cases per affine family + 2 per deformable family")
     mode.add_argument("--sanity", action="store_true", help="only the translation sanity case")
     p.add_argument("--families", nargs="+", choices=FAMILIES)
@@ -564,7 +570,7 @@ def main(argv=None) -> int:
         "mode": "sanity" if args.sanity else ("full" if args.full else "quick"),
         "families": families,
         "methods": {m: (what if ok else "not installed") for m, (ok, what) in available.items()},
-        "cases": [{"family": c["family"], "name": c["name"], "matrix": c["matrix"], "displacement_seed": c["displacement_seed"]} for c in cases],
+        "cases": [{k: c[k] for k in ("family", "name", "matrix", "displacement_seed")} for c in cases],
         "machine": C.machine_info(args.threads, ["antspyx", "itk-elastix", "itk", "dipy"]),
     }
     t_all = time.perf_counter()
@@ -605,14 +611,20 @@ def main(argv=None) -> int:
         if tmp_ctx:
             tmp_ctx.cleanup()
     save()
-    header = ["family", "method", "n", "mean mm", "p95 mm", "worst mean", "Dice", "fold %", "time s", "peak MiB", "consistency / note"]
+    header = ["family", "method", "n", "mean mm", "p95 mm", "worst mean", "Dice", "fold %", "time s", "peak MiB",
+              "consistency / note"]
     print(f"\nKnown-truth cases: target error over brain voxels, {args.threads} threads per method")
     print(C.table(header, summary_rows(results, families, args.methods)))
     if "sanity" in families:
-        san = [r for r in results if r["family"] == "sanity" and r["method"] in args.methods and r.get("status") != "not installed"]
+        san = [r for r in results
+               if r["family"] == "sanity" and r["method"] in args.methods and r.get("status") != "not installed"]
         bad = [r for r in san if r.get("mean_mm") is None or r["mean_mm"] > 1.0]
-        if bad:
-            print("SANITY: " + ", ".join(f"{r['method']} " + (f"{r['mean_mm']:.2f} mm" if r.get("mean_mm") is not None else "failed") for r in bad)
+        if not san:
+            print("sanity: no method ran")
+        elif bad:
+            described = [f"{r['method']} " + (f"{r['mean_mm']:.2f} mm" if r.get("mean_mm") is not None else "failed")
+                         for r in bad]
+            print("SANITY: " + ", ".join(described)
                   + " (expected < 1 mm; a point-map sign error shows as about 15 mm)")
         else:
             print("sanity: every method recovered the translation within 1 mm (point-map conventions agree)")
