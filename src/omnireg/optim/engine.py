@@ -564,13 +564,16 @@ def _final_metrics(fixed, moving, total, stage, metric, fmask, device) -> tuple[
     out = []
     with torch.no_grad():
         f = _robust_normalize(fixed.batch().float().to(device), fmask)
-        ones = moving.with_data(torch.ones_like(moving.data[:1], dtype=torch.float32))
+        # the moving channels and a channel of ones (its support) are warped together: one resampling each
+        data = moving.data.to(torch.float32)
+        stacked = moving.with_data(torch.cat([data, torch.ones_like(data[:1])]))
+        c = data.shape[0]
         for t in (T.Affine(ndim=fixed.ndim, dtype=torch.float32), total):
-            img = T.resample(moving.to(torch.float32), t, onto=fixed.grid, interp="linear")
-            support = T.resample(ones, t, onto=fixed.grid, interp="linear").batch().to(device)
+            both = T.resample(stacked, t, onto=fixed.grid, interp="linear").batch().to(device)
+            img, support = both[:, :c], both[:, c:]
             mask = support if fmask is None else support * fmask
             try:
-                m = _robust_normalize(img.batch().float().to(device), (mask > 0.5).float())
+                m = _robust_normalize(img, (mask > 0.5).float())
                 val = float(metric(f, m, mask=mask)[0])
             except (ValueError, RuntimeError):  # no overlap left
                 val = float("nan")
