@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-__all__ = ["OUTPUT_NAMES", "run_registration", "write_json_atomic"]
+__all__ = ["OUTPUT_NAMES", "label_evaluation", "run_registration", "write_json_atomic"]
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ def _landmark_pairs(fixed_path, moving_path, ndim: int, name: Callable[[str], st
         raise ValueError(f"{name('moving_landmarks')}: {str(exc).splitlines()[0]}") from exc
 
 
-def _label_evaluation(fixed_labels, moving_labels, transform, fixed_grid) -> tuple[dict, Any]:
+def label_evaluation(fixed_labels, moving_labels, transform, fixed_grid) -> tuple[dict, Any]:
     """Dice/IoU per label after (and Dice before) registration, and the warped label map."""
     from ..evaluation import label_metrics, summarize_labels
     from ..transforms import resample
@@ -255,7 +255,7 @@ def run_registration(
     evaluation: dict[str, Any] = {}
     if mlabels is not None:
         if flabels is not None:
-            evaluation["labels"], warped_labels = _label_evaluation(flabels, mlabels, result.transform, fixed.grid)
+            evaluation["labels"], warped_labels = label_evaluation(flabels, mlabels, result.transform, fixed.grid)
         else:
             warped_labels = resample(mlabels, result.transform, onto=fixed.grid, interp="nearest")
         save_image(warped_labels, out / "warped_labels.nii.gz", force=force)

@@ -65,11 +65,10 @@ def _case(seed: int):
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..evaluation import label_metrics, summarize_labels
+    from ..batch.pair import label_evaluation
     from ..io import save_image
     from ..optim import preset
     from ..report import write_report
-    from ..transforms import resample
     from ..transforms.files import save_transform_outputs
     from .register import _Progress
 
@@ -91,10 +90,8 @@ def run(args: argparse.Namespace) -> int:
     tre_before = case.target_error(lambda x: x, mask=mask)
     with torch.no_grad():
         tre_after = case.target_error(result.transform, mask=mask)
-    warped_labels = resample(case.moving_labels, result.transform, onto=case.fixed.grid, interp="nearest")
-    before_labels = resample(case.moving_labels, None, onto=case.fixed.grid, interp="nearest")
-    dice_after = summarize_labels(label_metrics(labels, warped_labels, distances=False))["dice"]
-    dice_before = summarize_labels(label_metrics(labels, before_labels, distances=False))["dice"]
+    dice, warped_labels = label_evaluation(labels, case.moving_labels, result.transform, case.fixed.grid)
+    dice_after, dice_before = dice["dice_mean"], dice["dice_mean_before"]
     out.mkdir(parents=True, exist_ok=True)
     save_image(case.fixed, out / "fixed_t1.nii.gz", force=True)
     save_image(case.moving, out / "moving_t2w.nii.gz", force=True)
