@@ -37,6 +37,7 @@ from ..core.enums import as_enum
 from .config import Init, Optimizer, RegistrationConfig, StageConfig, TransformKind, preset
 from .initialize import fov_center, initial_candidates
 from .optimizers import bobyqa, global_rotation_search, gradient_descent
+from ..core.intensity import robust_normalize
 from .pyramid import Level, pyramid_level
 from .result import Callback, LevelHistory, ProgressEvent, RegistrationResult
 
@@ -46,21 +47,6 @@ log = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-def _robust_normalize(data: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    x = data.float()
-    vals = x[:, :1] if mask is None else x[:, :1][mask > 0]
-    vals = vals.reshape(-1)
-    if vals.numel() > 2_000_000:
-        idx = torch.linspace(0, vals.numel() - 1, 2_000_000, device=vals.device).long()
-        vals = vals[idx]
-    lo = torch.quantile(vals, 0.005)
-    hi = torch.quantile(vals, 0.995)
-    if not torch.isfinite(lo) or not torch.isfinite(hi) or hi <= lo:
-        lo, hi = vals.min(), vals.max()
-    scale = (hi - lo) if hi > lo else torch.ones((), device=x.device)
-    return (x - lo) / scale
-
-
 def _check_inputs(fixed: Image, moving: Image, fixed_mask: Image | None, moving_mask: Image | None) -> None:
     if not isinstance(fixed, Image):
         raise TypeError(f"fixed: expected an omnireg Image, got {type(fixed).__name__}")
@@ -219,6 +205,7 @@ class _LevelProblem:
         *,
         points_subset: int = 0,
         generator: torch.Generator | None = None,
+        locations: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> None:
         self.fixed = fixed
         self.moving = moving
@@ -246,6 +233,12 @@ class _LevelProblem:
                 self.fixed_data = fixed.data.reshape(1, c, -1)[:, :, idx].reshape(1, c, -1, *tail)
                 self.fixed_mask = None  # the subset lies inside the mask
                 self.spacing = None
+        if locations is not None:
+            # patch metrics: their own fixed-space world points and fixed values (the mask was used to
+            # place them), laid out as an image (1, C, *L)
+            self.points, self.fixed_data = locations[0].to(dtype=dtype, device=device), locations[1].to(dtype=dtype, device=device)
+            self.fixed_mask = None
+            self.spacing = None
         self.vox_from_world = _matrix_tensor(moving.grid.voxel_from_world(), dtype, device)
         # one sampling call per evaluation: moving channels, its support (ones) and its mask
         extra = [torch.ones(1, 1, *moving.grid.shape, dtype=dtype, device=device)]
@@ -285,6 +278,14 @@ class _LevelProblem:
                 part = self.metric.loss(fixed[idx], warped[idx], mask=mask[idx], spacing=spacing)
                 loss = loss.index_put((idx,), part)
         return loss
+
+
+def _regrid(data: torch.Tensor, src: Grid, dst: Grid, interp: str) -> torch.Tensor:
+    """``data`` ``(1, C, *S)`` on ``src`` sampled at the voxel centres of ``dst`` (zeros outside)."""
+    if src.same_as(dst):
+        return data
+    pts = src.transform_points(dst.points("world", dtype=torch.float64, device=data.device), "world", "voxel")
+    return sample(data.float(), pts.unsqueeze(0).to(torch.float32), interp=interp, padding="zeros").to(data.dtype)
 
 
 # ---------------------------------------------------------------------------------------------- engine
@@ -345,8 +346,8 @@ def register(
     fmask = None if fixed_mask is None else (fixed_mask.batch().to(device=device, dtype=dtype)[:, :1] != 0).to(dtype)
     mmask = None if moving_mask is None else (moving_mask.batch().to(device=device, dtype=dtype)[:, :1] != 0).to(dtype)
     if config.normalize:
-        fdata = _robust_normalize(fdata, fmask)
-        mdata = _robust_normalize(mdata, mmask)
+        fdata = robust_normalize(fdata, fmask)
+        mdata = robust_normalize(mdata, mmask)
 
     center = fov_center(fixed.grid)
     radius = 0.5 * float(np.linalg.norm(fixed.grid.extent_mm()))
@@ -404,6 +405,23 @@ def register(
             fl, ml = feature_cache[key]
             metric = metric_for(StageConfig(metric="mse"))
             name = "mse"
+        elif hasattr(metric, "feature_level"):
+            # learned feature metrics (DISA): feature maps computed once per level on their own grid
+            # (e.g. stride 4); masks follow onto that grid
+            key = (name, float(stage.shrink[li]), tuple(sorted((k, str(v)) for k, v in stage.metric_options.items())))
+            if key not in feature_cache:
+                ff, fgrid = metric.feature_level(fl.data[:, :1], fl.grid)
+                mf, mgrid = metric.feature_level(ml.data[:, :1], ml.grid)
+                fm2 = None if fm is None else (_regrid(fm, fl.grid, fgrid, "nearest") > 0.5).to(dtype)
+                mm2 = None if mm is None else _regrid(mm, ml.grid, mgrid, "linear")
+                feature_cache[key] = (Level(ff, fgrid), Level(mf, mgrid), fm2, mm2)
+            fl, ml, fm, mm = feature_cache[key]
+            metric = metric.feature_similarity()
+        elif hasattr(metric, "sample_locations") and stage.kind.is_linear:
+            # patch metrics (MAD): fixed-space patches placed once per level (seeded), resampled from the
+            # moving image through the transform at every evaluation
+            locations = metric.sample_locations(fl.data[:, :1], fl.grid, fm, generator)
+            return _LevelProblem(fl, ml, None, mm, metric, _regularizers(stage), locations=locations)
         subset = 0
         if stage.kind.is_linear and name in POINTWISE_METRICS:
             n = int(round(fl.grid.numel * float(stage.sampling)))
@@ -563,7 +581,7 @@ def _final_metrics(fixed, moving, total, stage, metric, fmask, device) -> tuple[
 
     out = []
     with torch.no_grad():
-        f = _robust_normalize(fixed.batch().float().to(device), fmask)
+        f = robust_normalize(fixed.batch().float().to(device), fmask)
         # the moving channels and a channel of ones (its support) are warped together: one resampling each
         data = moving.data.to(torch.float32)
         stacked = moving.with_data(torch.cat([data, torch.ones_like(data[:1])]))
@@ -573,8 +591,8 @@ def _final_metrics(fixed, moving, total, stage, metric, fmask, device) -> tuple[
             img, support = both[:, :c], both[:, c:]
             mask = support if fmask is None else support * fmask
             try:
-                m = _robust_normalize(img, (mask > 0.5).float())
-                val = float(metric(f, m, mask=mask)[0])
+                m = robust_normalize(img, (mask > 0.5).float())
+                val = float(metric(f, m, mask=mask, spacing=fixed.grid.spacing)[0])
             except (ValueError, RuntimeError):  # no overlap left
                 val = float("nan")
             out.append({stage.metric: val})

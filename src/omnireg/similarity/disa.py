@@ -1,0 +1,192 @@
+"""DISA: a learned, differentiable approximation of a patch similarity (LC2 by default).
+
+Ronchetti et al., "DISA: DIfferentiable Similarity Approximation for Universal Multimodal
+Registration", arXiv 2307.09931. A small CNN ``f`` (:class:`omnireg.networks.disa.DISANet`) is trained
+so that the dot product of the feature vectors of two patches approximates their exact similarity
+(:mod:`omnireg.training.disa`). The similarity of two images on the same grid is
+
+``DISA(F, M) = sum_x w(x) <f_F(x), f_M(x)> / sum_x w(x)``
+
+where ``f_F``, ``f_M`` are the norm-clipped feature maps (16 channels, stride 4) and ``w`` the mask
+weights at the feature positions: a value in ``[-1, 1]``, higher is better. In registration the
+feature maps of both images are computed **once** per pyramid level (:meth:`DISA.feature_level`) and
+the moving features are warped (not recomputed) at every iteration, which makes DISA cheap, smooth
+and differentiable in the transform.
+
+Resolution: the network saw patches with voxels of ``patch_spacing_mm`` (2 mm for the shipped
+models); images with finer voxels are smoothed and resampled to that spacing before the features are
+computed (``resample=True``), so a 1 mm and a 2 mm scan of the same anatomy give the same features.
+The feature map lives on the stride-4 grid (:func:`omnireg.networks.disa.feature_grid`); with
+``upsample=True`` it is interpolated back onto the image grid (more samples, same information).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..core import Grid, sample
+from ..core.filters import gaussian_blur
+from ._common import check_mask, check_pair, check_spacing
+from .base import SimilarityMeasure, register_similarity
+from .enums import Metric
+
+__all__ = ["DISA", "DISAFeatures", "feature_dot"]
+
+log = logging.getLogger(__name__)
+
+_MODELS: dict[tuple[str, float], object] = {}
+
+
+def feature_dot(fixed_features: torch.Tensor, moving_features: torch.Tensor, *, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Weighted mean over voxels of the dot product of feature vectors (sum over channels).
+
+    Args:
+        fixed_features, moving_features: ``(N, C, *S)`` feature maps on the same grid.
+        mask: ``(N, 1, *S)`` non-negative weights or ``None``.
+
+    Returns:
+        ``(N,)``: ``sum_x w(x) <a(x), b(x)> / sum_x w(x)``.
+    """
+    a, b = check_pair(fixed_features, moving_features)
+    w = check_mask(mask, a)
+    dot = (a * b).sum(1, keepdim=True)
+    if w is None:
+        return dot.flatten(1).mean(1)
+    return (dot * w).flatten(1).sum(1) / w.flatten(1).sum(1)
+
+
+class DISAFeatures(SimilarityMeasure):
+    """The similarity of precomputed DISA feature maps (:func:`feature_dot`); used by the engine."""
+
+    metric = "disa-features"
+
+    def forward(self, fixed, moving, mask=None, *, spacing=None):
+        """``(N,)`` weighted mean feature dot product."""
+        return feature_dot(fixed, moving, mask=mask)
+
+
+def load_disa_model(weights: str | Path | None, ndim: int):
+    """The DISA network for ``ndim``-D images from ``weights`` (a file, a packaged name, or ``None``: shipped)."""
+    from ..networks.store import load_model, resolve_weights
+
+    path = resolve_weights(weights, "disa", ndim)
+    key = (str(Path(path).resolve()), Path(path).stat().st_mtime)
+    if key not in _MODELS:
+        model, _ = load_model(path, kind="disa")
+        _MODELS[key] = model
+        log.info("loaded DISA model %s (%dD, teacher %s)", path, model.config.ndim, model.config.teacher)
+    model = _MODELS[key]
+    if model.config.ndim != ndim:
+        raise ValueError(f"weights: {path} is a {model.config.ndim}D DISA model, the images are {ndim}D")
+    return model
+
+
+class DISA(SimilarityMeasure):
+    """DISA similarity (module docstring): mean dot product of learned feature maps, in ``[-1, 1]``.
+
+    Args:
+        weights: a model file, a packaged model name, or ``None`` for the shipped ``disa_2d``/``disa_3d``.
+        upsample: interpolate the stride-4 feature maps back onto the image grid.
+        resample: resample images with voxels finer than the model's patch spacing to that spacing first.
+        max_voxels: slab size of the chunked feature extraction (bounds peak memory).
+    """
+
+    metric = Metric.DISA.value
+
+    def __init__(
+        self, *, weights: str | Path | None = None, upsample: bool = False, resample: bool = True, max_voxels: int = 4_000_000
+    ) -> None:
+        super().__init__()
+        if weights is not None and not isinstance(weights, (str, Path)):
+            raise TypeError(f"weights: expected a path, a packaged model name or None, got {type(weights).__name__}")
+        self.weights = None if weights in (None, "") else str(weights)
+        self.upsample = bool(upsample)
+        self.resample = bool(resample)
+        if int(max_voxels) < 1000:
+            raise ValueError(f"max_voxels: expected at least 1000, got {max_voxels!r}")
+        self.max_voxels = int(max_voxels)
+
+    def options(self) -> dict:
+        return {"weights": self.weights, "upsample": self.upsample, "resample": self.resample, "max_voxels": self.max_voxels}
+
+    def model(self, ndim: int):
+        """The network used for ``ndim``-D images (loaded once, cached)."""
+        return load_disa_model(self.weights, ndim)
+
+    # ---------------------------------------------------------------- features on a grid
+    def feature_level(self, data: torch.Tensor, grid: Grid) -> tuple[torch.Tensor, Grid]:
+        """Feature maps of an image batch ``(N, 1, *S)`` on ``grid`` and the grid they live on.
+
+        Returns:
+            ``(features (N, 16, *S_f), grid_f)``: the stride-4 grid of the (possibly resampled) image,
+            or ``grid`` itself with ``upsample``. Computed without gradients, in slabs.
+        """
+        from ..networks.disa import extract_features, feature_grid
+
+        model = self.model(grid.ndim)
+        src, src_grid = self._at_model_spacing(data[:, :1], grid, model.config.patch_spacing_mm)
+        param = next(model.parameters())
+        model = model.to(device=data.device, dtype=data.dtype if data.dtype.is_floating_point else param.dtype)
+        feats = extract_features(model, src.to(param.dtype if not data.dtype.is_floating_point else data.dtype), max_voxels=self.max_voxels)
+        fgrid = feature_grid(src_grid)
+        if not self.upsample:
+            return feats, fgrid
+        pts = grid.points("world", dtype=torch.float64, device=data.device)
+        vox = fgrid.transform_points(pts, "world", "voxel").to(feats.dtype)
+        return sample(feats, vox.unsqueeze(0).expand(feats.shape[0], *vox.shape), interp="linear", padding="border"), grid
+
+    def _at_model_spacing(self, data: torch.Tensor, grid: Grid, target_mm: float) -> tuple[torch.Tensor, Grid]:
+        spacing = np.asarray(grid.spacing, dtype=float)
+        if not self.resample or spacing.min() >= target_mm / 1.25:
+            return data, grid
+        new = np.maximum(spacing, target_mm)
+        sigma_vox = [0.5 * math.sqrt(max(t * t - s * s, 0.0)) / s for t, s in zip(new, spacing)]
+        smooth = gaussian_blur(data.float(), sigma_vox) if any(s > 0 for s in sigma_vox) else data.float()
+        coarse = grid.with_spacing(new)
+        pts = grid.transform_points(coarse.points("world", dtype=torch.float64, device=data.device), "world", "voxel")
+        out = sample(smooth, pts.unsqueeze(0).to(smooth.dtype).expand(data.shape[0], *pts.shape), interp="linear", padding="border")
+        return out.to(data.dtype), coarse
+
+    def feature_similarity(self) -> SimilarityMeasure:
+        """The measure applied to precomputed feature maps (:class:`DISAFeatures`)."""
+        return DISAFeatures()
+
+    # ---------------------------------------------------------------- dense form
+    def forward(self, fixed, moving, mask=None, *, spacing=None):
+        """Similarity ``(N,)`` of two images on the same grid (``spacing`` in mm per axis; 1 mm if ``None``).
+
+        Differentiable in both images when they require gradients (features then computed in one piece).
+        """
+        fixed, moving = check_pair(fixed, moving, channels=1)
+        d = fixed.ndim - 2
+        sp = check_spacing(spacing, d)
+        w = check_mask(mask, fixed)
+        grid = Grid(tuple(fixed.shape[2:]), spacing=sp)
+        if fixed.requires_grad or moving.requires_grad:
+            from ..networks.disa import clip_norm
+
+            if self.upsample or (self.resample and min(sp) < self.model(d).config.patch_spacing_mm / 1.25):
+                raise ValueError("fixed: gradients through DISA's dense form need upsample=False and images at the model's spacing")
+            model = self.model(d).to(device=fixed.device, dtype=fixed.dtype)
+            ff, mf = clip_norm(model(fixed)), clip_norm(model(moving))
+            fgrid = None
+        else:
+            ff, fgrid = self.feature_level(fixed, grid)
+            mf, _ = self.feature_level(moving, grid)
+        if w is not None and tuple(w.shape[2:]) != tuple(ff.shape[2:]):
+            if fgrid is None:
+                w = w[(slice(None), slice(None)) + (slice(None, None, 4),) * d]
+            else:
+                pts = grid.transform_points(fgrid.points("world", dtype=torch.float64, device=w.device), "world", "voxel")
+                w = sample(w, pts.unsqueeze(0).to(w.dtype).expand(w.shape[0], *pts.shape), interp="nearest", padding="zeros")
+            if bool((w.flatten(1).sum(1) <= 0).any()):
+                raise ValueError("mask: empty support at the feature positions (stride 4)")
+        return feature_dot(ff, mf, mask=w)
+
+
+register_similarity(Metric.DISA, DISA)
