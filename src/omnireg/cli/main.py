@@ -26,9 +26,9 @@ USER_ERRORS = (CliError, ValueError, TypeError, FileNotFoundError, FileExistsErr
 
 
 def _commands():
-    from . import apply, batch, demo, evaluate, info, landmarks, register
+    from . import apply, batch, demo, evaluate, info, landmarks, register, train
 
-    return [demo, info, apply, register, batch, evaluate, landmarks]
+    return [demo, info, apply, register, batch, evaluate, landmarks, train]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,6 +63,7 @@ def _configure_logging(args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # the command line, recorded by `train`
     if args.command is None:
         parser.print_help()
         return 2

@@ -42,7 +42,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("moving", help="moving image")
     p.add_argument("--out", "-o", required=True, help="output folder (created if missing)")
     p.add_argument("--preset", choices=sorted(PRESETS), default=None, help="ready configuration (default: affine)")
-    p.add_argument("--metric", default=None, help="similarity of every stage: mse, ncc, lncc, mi, nmi, ngf, lc2, mind")
+    p.add_argument("--metric", default=None,
+                   help="similarity of every stage: mse, ncc, lncc, mi, nmi, ngf, lc2, mind, or the learned disa, mad "
+                        "(mad: rigid/affine stages only)")
+    p.add_argument("--weights", default=None,
+                   help="model file (or packaged name) of the learned metric (default: the weights shipped with omnireg)")
     p.add_argument("--transform", choices=sorted(_TRANSFORM_STAGES), default=None,
                    help="final transform model; earlier linear stages are added (e.g. bspline = rigid, affine, bspline)")
     p.add_argument("--levels", type=int, default=None, help="number of pyramid levels (shrink factors 2^(L-1) ... 1)")
@@ -62,6 +66,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs in DIR")
     p.set_defaults(func=run)
+
+
+#: metrics whose measure is a trained network (``--weights`` applies to them)
+LEARNED_METRICS = ("disa", "mad")
+
+
+def _learned_levels(stage) -> tuple[list, list, None]:
+    """Pyramid of a stage switched to a learned metric by ``--metric``.
+
+    DISA resamples images to its model's 2 mm patch spacing and compares stride-4 feature maps, so a
+    level finer than 2 mm adds nothing: two levels (2x, 1x). MAD samples its patches at its own fixed
+    physical spacing and needs no pyramid: one level.
+    """
+    if stage.metric == "mad":
+        return [1], [int(stage.iterations[-1]) * 2], None
+    return [2, 1], [int(stage.iterations[-1]) * 2, int(stage.iterations[-1])], None
 
 
 def _read_config_file(path: Path) -> dict:
@@ -116,8 +136,13 @@ def build_config(args: argparse.Namespace):
         cfg.stages = stages
     for st in cfg.stages:
         if args.metric:
-            st.metric = args.metric
+            st.metric = args.metric.lower()
             st.metric_options = {} if args.metric not in ("lncc",) else {"window": 5, "window_unit": "voxel"}
+            if st.metric in LEARNED_METRICS and not args.levels:
+                st.shrink, st.iterations, st.smoothing_mm = _learned_levels(st)
+        if st.metric in LEARNED_METRICS and getattr(args, "weights", None):
+            st.metric_options = {**st.metric_options, "weights": str(input_path(args.weights, "--weights"))
+                                 if Path(args.weights).suffix else args.weights}
         if args.levels:
             if args.levels < 1:
                 raise CliError(f"--levels: expected >= 1, got {args.levels}")
@@ -128,6 +153,11 @@ def build_config(args: argparse.Namespace):
         if args.iterations is not None:
             n = len(st.shrink)
             st.iterations = [args.iterations * 2 ** (n - 1 - i) for i in range(n)]
+    if getattr(args, "weights", None) and not any(st.metric in LEARNED_METRICS for st in cfg.stages):
+        raise CliError("--weights: no stage uses a learned metric (give --metric disa or --metric mad)")
+    bad = [st.transform for st in cfg.stages if st.metric == "mad" and st.transform in ("bspline", "svf")]
+    if bad:
+        raise CliError(f"--metric: mad works for rigid and affine stages only, not {bad[0]} (use disa or mind)")
     if args.init:
         cfg.init = args.init
     if args.seed is not None:

@@ -239,6 +239,7 @@ class _LevelProblem:
             self.points, self.fixed_data = locations[0].to(dtype=dtype, device=device), locations[1].to(dtype=dtype, device=device)
             self.fixed_mask = None
             self.spacing = None
+        self.fixed_total = float(self.fixed_mask.sum()) if self.fixed_mask is not None else float(self.fixed_data[0, 0].numel())
         self.vox_from_world = _matrix_tensor(moving.grid.voxel_from_world(), dtype, device)
         # one sampling call per evaluation: moving channels, its support (ones) and its mask
         extra = [torch.ones(1, 1, *moving.grid.shape, dtype=dtype, device=device)]
@@ -268,6 +269,11 @@ class _LevelProblem:
         valid = support > 1e-3 * mask[0].numel()
         fixed = self.fixed_data.expand(k, *self.fixed_data.shape[1:])
         spacing = self.spacing
+        if getattr(self.metric, "mean_over_fixed", False) and bool(valid.all()):
+            # the metric's overlap mean times overlap / fixed domain: the mean over the whole fixed domain
+            # (no reward for shrinking the overlap onto the best-matching region)
+            loss = self.metric.loss(fixed, warped, mask=mask, spacing=spacing)
+            return loss * mask.reshape(k, -1).sum(1) / self.fixed_total
         if bool(valid.all()):
             loss = self.metric.loss(fixed, warped, mask=mask, spacing=spacing)
         else:

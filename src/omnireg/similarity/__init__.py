@@ -30,11 +30,13 @@ Mask semantics:
     ``ValueError("mask: empty support ...")``.
 
 Measures: :func:`mse`, :func:`ncc`, :func:`lncc`, :func:`mi`, :func:`nmi`, :func:`ngf`, :func:`lc2`
-(dense) and :func:`lc2_patch` (patch pairs), :func:`mind` (with :func:`mind_ssc_descriptor`).
+(dense) and :func:`lc2_patch` (patch pairs), :func:`mind` (with :func:`mind_ssc_descriptor`); learned:
+:class:`DISA` (feature dot product, :func:`feature_dot`) and :class:`MAD` (learned patch distance).
 """
 
 from .base import SimilarityFactory, SimilarityMeasure, available_similarities, get_similarity, register_similarity
 from .enums import EpsMode, Kernel, LengthUnit, Metric, ParzenWindow
+from .disa import DISA, feature_dot
 from .lc2 import LC2, lc2, lc2_patch
 from .lncc import LNCC, lncc
 from .mi import MI, NMI, joint_histogram, mi, nmi
@@ -43,6 +45,8 @@ from .mse_ncc import MSE, NCC, mse, ncc
 from .ngf import NGF, ngf
 
 __all__ = [
+    "DISA",
+    "feature_dot",
     "EpsMode",
     "Kernel",
     "LC2",

@@ -64,6 +64,9 @@ class DISAFeatures(SimilarityMeasure):
     """The similarity of precomputed DISA feature maps (:func:`feature_dot`); used by the engine."""
 
     metric = "disa-features"
+    #: the registration engine averages over the whole fixed domain (the dot product is 0 where the
+    #: warped moving features are missing), not over the overlap
+    mean_over_fixed = True
 
     def forward(self, fixed, moving, mask=None, *, spacing=None):
         """``(N,)`` weighted mean feature dot product."""

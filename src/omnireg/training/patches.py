@@ -49,9 +49,16 @@ class TrainingVolume:
     def ndim(self) -> int:
         return self.grid.ndim
 
-    def random_centres(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        """``(n, D)`` world points of random foreground voxels (jittered by up to half a voxel)."""
+    def random_centres(self, n: int, generator: torch.Generator, *, anywhere: float = 0.0) -> torch.Tensor:
+        """``(n, D)`` world points of random voxels (jittered by up to half a voxel).
+
+        A fraction ``anywhere`` of them is drawn from the whole image (background included), the rest
+        from the foreground.
+        """
         idx = self.foreground[torch.randint(self.foreground.numel(), (n,), generator=generator)]
+        if anywhere > 0:
+            every = torch.randint(self.grid.numel, (n,), generator=generator)
+            idx = torch.where(torch.rand(n, generator=generator) < anywhere, every, idx)
         vox = torch.stack(torch.unravel_index(idx, self.grid.shape), dim=1).double()
         vox = vox + torch.rand(vox.shape, generator=generator, dtype=torch.float64) - 0.5
         return torch.as_tensor(self.grid.transform_points(vox, "voxel", "world"))

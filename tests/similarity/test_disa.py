@@ -1,0 +1,98 @@
+"""The DISA similarity: the feature dot product, masks, the dense form, model selection errors."""
+
+import pytest
+import torch
+
+from omnireg.networks.disa import DISAConfig, DISANet, extract_features
+from omnireg.networks.store import save_model
+from omnireg.similarity import DISA, feature_dot, get_similarity
+
+
+@pytest.fixture(scope="module")
+def model_files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("disa")
+    out = {}
+    for d in (2, 3):
+        torch.manual_seed(d)
+        out[d] = save_model(root / f"disa{d}.pt", DISANet(DISAConfig(ndim=d, patch_spacing_mm=2.0)), kind="disa")
+    return out
+
+
+def _unit(shape, seed):
+    g = torch.Generator().manual_seed(seed)
+    f = torch.randn(*shape, generator=g, dtype=torch.float64)
+    return f / f.norm(dim=1, keepdim=True)
+
+
+def test_feature_dot_of_unit_features_with_themselves_is_one():
+    f = _unit((2, 16, 5, 6, 7), 0)
+    torch.testing.assert_close(feature_dot(f, f), torch.ones(2, dtype=torch.float64))
+    torch.testing.assert_close(feature_dot(f, -f), -torch.ones(2, dtype=torch.float64))
+
+
+def test_feature_dot_is_a_weighted_mean_that_ignores_zero_weight_voxels():
+    a, b = _unit((1, 4, 6, 6), 1), _unit((1, 4, 6, 6), 2)
+    w = torch.zeros(1, 1, 6, 6, dtype=torch.float64)
+    w[..., :3, :] = 2.0
+    expected = (a * b).sum(1)[..., :3, :].mean()
+    torch.testing.assert_close(feature_dot(a, b, mask=w)[0], expected)
+    b2 = b.clone()
+    b2[..., 3:, :] = 100.0  # values where the weight is 0 do not matter
+    torch.testing.assert_close(feature_dot(a, b2, mask=w), feature_dot(a, b, mask=w))
+
+
+def test_feature_dot_gradcheck():
+    a = _unit((2, 3, 4, 5), 3).requires_grad_()
+    b = _unit((2, 3, 4, 5), 4).requires_grad_()
+    w = torch.rand(2, 1, 4, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    assert torch.autograd.gradcheck(lambda x, y: feature_dot(x, y, mask=w), (a, b))
+
+
+def test_dense_form_is_the_mean_dot_product_of_the_feature_maps(model_files):
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(1, 1, 24, 20, 28, generator=g), torch.rand(1, 1, 24, 20, 28, generator=g)
+    measure = get_similarity("disa", weights=str(model_files[3]))
+    net = measure.model(3)
+    expected = feature_dot(extract_features(net, x), extract_features(net, y))
+    torch.testing.assert_close(measure(x, y, spacing=(2.0, 2.0, 2.0)), expected)
+    assert -1.0 <= float(measure(x, y, spacing=(2.0, 2.0, 2.0))) <= 1.0
+
+
+def test_dense_form_mask_is_read_at_the_stride_4_positions(model_files):
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.rand(1, 1, 24, 24, generator=g), torch.rand(1, 1, 24, 24, generator=g)
+    measure = DISA(weights=str(model_files[2]))
+    net = measure.model(2)
+    fx, fy = extract_features(net, x), extract_features(net, y)
+    mask = torch.zeros(1, 1, 24, 24)
+    mask[..., :12, :] = 1
+    expected = (fx * fy).sum(1)[..., :3, :].mean()
+    torch.testing.assert_close(measure(x, y, mask=mask, spacing=(2.0, 2.0))[0], expected)
+
+
+def test_dense_form_is_differentiable_in_the_moving_image(model_files):
+    g = torch.Generator().manual_seed(2)
+    x = torch.rand(1, 1, 16, 16, generator=g, dtype=torch.float64)
+    y = torch.rand(1, 1, 16, 16, generator=g, dtype=torch.float64).requires_grad_()
+    measure = DISA(weights=str(model_files[2]))
+    assert torch.autograd.gradcheck(lambda m: measure(x, m, spacing=(2.0, 2.0)), (y,), atol=1e-5)
+
+
+def test_fine_images_are_resampled_to_the_model_spacing(model_files):
+    from omnireg.core import Grid
+
+    measure = DISA(weights=str(model_files[3]))
+    grid = Grid((40, 36, 32), spacing=(1.0, 1.0, 1.0))
+    feats, fgrid = measure.feature_level(torch.rand(1, 1, 40, 36, 32), grid)
+    assert fgrid.spacing == pytest.approx((8.0, 8.0, 8.0)) and feats.shape[2:] == (5, 5, 4)
+    feats, fgrid = DISA(weights=str(model_files[3]), resample=False).feature_level(torch.rand(1, 1, 40, 36, 32), grid)
+    assert fgrid.spacing == pytest.approx((4.0, 4.0, 4.0))
+    feats, fgrid = DISA(weights=str(model_files[3]), upsample=True).feature_level(torch.rand(1, 1, 40, 36, 32), grid)
+    assert fgrid == grid and feats.shape == (1, 16, 40, 36, 32)
+
+
+def test_model_of_the_wrong_dimension_is_a_clear_error(model_files):
+    with pytest.raises(ValueError, match=r"weights: .*2D DISA model, the images are 3D"):
+        DISA(weights=str(model_files[2]))(torch.rand(1, 1, 8, 8, 8), torch.rand(1, 1, 8, 8, 8))
+    with pytest.raises(FileNotFoundError, match="nothere.pt"):
+        DISA(weights="nothere.pt")(torch.rand(1, 1, 8, 8), torch.rand(1, 1, 8, 8))
