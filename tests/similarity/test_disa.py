@@ -82,11 +82,11 @@ def test_fine_images_are_resampled_to_the_model_spacing(model_files):
     from omnireg.core import Grid
 
     measure = DISA(weights=str(model_files[3]))
-    grid = Grid((40, 36, 32), spacing=(1.0, 1.0, 1.0))
+    grid = Grid((40, 36, 32), spacing=(0.5, 0.5, 0.5))
     feats, fgrid = measure.feature_level(torch.rand(1, 1, 40, 36, 32), grid)
-    assert fgrid.spacing == pytest.approx((8.0, 8.0, 8.0)) and feats.shape[2:] == (5, 5, 4)
+    assert fgrid.spacing == pytest.approx((4.0, 4.0, 4.0)) and feats.shape[2:] == (5, 5, 4)  # resampled to 1 mm
     feats, fgrid = DISA(weights=str(model_files[3]), resample=False).feature_level(torch.rand(1, 1, 40, 36, 32), grid)
-    assert fgrid.spacing == pytest.approx((4.0, 4.0, 4.0))
+    assert fgrid.spacing == pytest.approx((2.0, 2.0, 2.0))
     feats, fgrid = DISA(weights=str(model_files[3]), upsample=True).feature_level(torch.rand(1, 1, 40, 36, 32), grid)
     assert fgrid == grid and feats.shape == (1, 16, 40, 36, 32)
 
@@ -96,3 +96,32 @@ def test_model_of_the_wrong_dimension_is_a_clear_error(model_files):
         DISA(weights=str(model_files[2]))(torch.rand(1, 1, 8, 8, 8), torch.rand(1, 1, 8, 8, 8))
     with pytest.raises(FileNotFoundError, match="nothere.pt"):
         DISA(weights="nothere.pt")(torch.rand(1, 1, 8, 8), torch.rand(1, 1, 8, 8))
+
+
+# ---------------------------------------------------------------------------------------------- shipped models
+def _sample_case_2d():
+    import numpy as np
+
+    from omnireg.data import sample_path
+    from omnireg.io import load_image
+    from omnireg.training.synthetic import affine_matrix, make_known_case
+
+    t1, pd = load_image(sample_path("t1_2d")), load_image(sample_path("pd_2d"))
+    mask = t1.data[0] > 0.1 * t1.data.max()
+    centre = t1.grid.transform_points(np.argwhere(mask.numpy()).mean(0), "voxel", "world")
+    m = affine_matrix(ndim=2, rotation_deg=(12.0,), translation_mm=(8.0, -6.0), scale=(1.06, 0.95), center=centre)
+    return make_known_case(t1, matrix=m, moving_source=pd, bias=0.2, noise=0.02, seed=3), mask
+
+
+def test_shipped_2d_model_recovers_a_known_affine_between_t1_and_pd():
+    from omnireg.optim import preset, register
+
+    case, mask = _sample_case_2d()
+    cfg = preset("multimodal-affine")
+    for st in cfg.stages:
+        st.metric, st.metric_options, st.shrink, st.iterations, st.smoothing_mm = "disa", {}, [2, 1], [60, 30], None
+    before = float(case.target_error(lambda x: x, mask=mask).mean())
+    res = register(case.fixed, case.moving, config=cfg)
+    err = float(case.target_error(res.transform, mask=mask).mean())
+    assert before > 10.0 and err < 1.5, (before, err)  # 1 mm pixels
+    assert res.metric_after["disa"] > res.metric_before["disa"]
