@@ -39,6 +39,7 @@ from .enums import EpsMode, Kernel, LengthUnit, Metric, ParzenWindow
 from .disa import DISA, feature_dot
 from .lc2 import LC2, lc2, lc2_patch
 from .lncc import LNCC, lncc
+from .mad import MAD
 from .mi import MI, NMI, joint_histogram, mi, nmi
 from .mind import MIND, mind, mind_ssc_descriptor
 from .mse_ncc import MSE, NCC, mse, ncc
@@ -51,6 +52,7 @@ __all__ = [
     "Kernel",
     "LC2",
     "LNCC",
+    "MAD",
     "LengthUnit",
     "MI",
     "MIND",
