@@ -598,7 +598,14 @@ def _final_metrics(fixed, moving, total, stage, metric, fmask, device) -> tuple[
             mask = support if fmask is None else support * fmask
             try:
                 m = robust_normalize(img, (mask > 0.5).float())
-                val = float(metric(f, m, mask=mask, spacing=fixed.grid.spacing)[0])
+                if hasattr(metric, "sample_locations"):
+                    # patch metrics: the same seeded patches before and after, read from the warped image
+                    pts, fvals = metric.sample_locations(f[:, :1], fixed.grid, fmask, torch.Generator().manual_seed(0))
+                    vox = fixed.grid.transform_points(pts.double(), "world", "voxel").to(m.dtype)
+                    both = sample(torch.cat([m[:, :1], mask], 1), vox, interp="linear", padding="zeros")
+                    val = float(metric(fvals, both[:, :1], mask=both[:, 1:])[0])
+                else:
+                    val = float(metric(f, m, mask=mask, spacing=fixed.grid.spacing)[0])
             except (ValueError, RuntimeError):  # no overlap left
                 val = float("nan")
             out.append({stage.metric: val})
