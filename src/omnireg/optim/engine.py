@@ -416,8 +416,8 @@ def register(
             # (e.g. stride 4); masks follow onto that grid
             key = (name, float(stage.shrink[li]), tuple(sorted((k, str(v)) for k, v in stage.metric_options.items())))
             if key not in feature_cache:
-                ff, fgrid = metric.feature_level(fl.data[:, :1], fl.grid)
-                mf, mgrid = metric.feature_level(ml.data[:, :1], ml.grid)
+                ff, fgrid = metric.feature_level(fl.data[:, :1], fl.grid, dense=True)
+                mf, mgrid = metric.feature_level(ml.data[:, :1], ml.grid, dense=False)
                 fm2 = None if fm is None else (_regrid(fm, fl.grid, fgrid, "nearest") > 0.5).to(dtype)
                 mm2 = None if mm is None else _regrid(mm, ml.grid, mgrid, "linear")
                 feature_cache[key] = (Level(ff, fgrid), Level(mf, mgrid), fm2, mm2)
@@ -429,7 +429,7 @@ def register(
             locations = metric.sample_locations(fl.data[:, :1], fl.grid, fm, generator)
             return _LevelProblem(fl, ml, None, mm, metric, _regularizers(stage), locations=locations)
         subset = 0
-        if stage.kind.is_linear and name in POINTWISE_METRICS:
+        if stage.kind.is_linear and (name in POINTWISE_METRICS or getattr(metric, "pointwise", False)):
             n = int(round(fl.grid.numel * float(stage.sampling)))
             subset = min(n, int(stage.max_points)) if stage.max_points else n
         return _LevelProblem(fl, ml, fm, mm, metric, _regularizers(stage), points_subset=subset, generator=generator)

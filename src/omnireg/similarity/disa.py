@@ -69,6 +69,8 @@ class DISAFeatures(SimilarityMeasure):
     """The similarity of precomputed DISA feature maps (:func:`feature_dot`); used by the engine."""
 
     metric = "disa-features"
+    #: a point-wise comparison: linear stages may use a random subset of the fixed voxels
+    pointwise = True
     #: the registration engine averages over the whole fixed domain (the dot product is 0 where the
     #: warped moving features are missing), not over the overlap
     mean_over_fixed = True
@@ -127,13 +129,22 @@ class DISA(SimilarityMeasure):
         return load_disa_model(self.weights, ndim)
 
     # ---------------------------------------------------------------- features on a grid
-    def feature_level(self, data: torch.Tensor, grid: Grid) -> tuple[torch.Tensor, Grid]:
+    def feature_level(self, data: torch.Tensor, grid: Grid, *, dense: bool | None = None) -> tuple[torch.Tensor, Grid]:
         """Feature maps of an image batch ``(N, 1, *S)`` on ``grid`` and the grid they live on.
+
+        Args:
+            data, grid: the image and its grid.
+            dense: interpolate the features onto ``grid`` (default: the ``upsample`` option). The
+                registration engine asks for dense features of the fixed image (sampled at image voxels,
+                so that the fixed sample points are not all on the moving feature nodes at once, which
+                makes the identity a spurious optimum of interpolated features) and stride-4 features
+                of the moving image (interpolated at the transformed points).
 
         Returns:
             ``(features (N, 16, *S_f), grid_f)``: the stride-4 grid of the (possibly resampled) image,
-            or ``grid`` itself with ``upsample``. Computed without gradients, in slabs.
+            or ``grid`` itself when dense. Computed without gradients, in slabs.
         """
+        dense = self.upsample if dense is None else bool(dense)
         from ..networks.disa import extract_features, feature_grid
 
         model = self.model(grid.ndim)
@@ -142,7 +153,7 @@ class DISA(SimilarityMeasure):
         model = model.to(device=data.device, dtype=data.dtype if data.dtype.is_floating_point else param.dtype)
         feats = extract_features(model, src.to(param.dtype if not data.dtype.is_floating_point else data.dtype), max_voxels=self.max_voxels)
         fgrid = feature_grid(src_grid)
-        if not self.upsample:
+        if not dense:
             return feats, fgrid
         pts = grid.points("world", dtype=torch.float64, device=data.device)
         vox = fgrid.transform_points(pts, "world", "voxel").to(feats.dtype)
