@@ -416,7 +416,7 @@ def register(
             # (e.g. stride 4); masks follow onto that grid
             key = (name, float(stage.shrink[li]), tuple(sorted((k, str(v)) for k, v in stage.metric_options.items())))
             if key not in feature_cache:
-                ff, fgrid = metric.feature_level(fl.data[:, :1], fl.grid, dense=True)
+                ff, fgrid = metric.feature_level(fl.data[:, :1], fl.grid, dense=getattr(metric, "fixed_points", "") == "dense")
                 mf, mgrid = metric.feature_level(ml.data[:, :1], ml.grid, dense=False)
                 fm2 = None if fm is None else (_regrid(fm, fl.grid, fgrid, "nearest") > 0.5).to(dtype)
                 mm2 = None if mm is None else _regrid(mm, ml.grid, mgrid, "linear")
