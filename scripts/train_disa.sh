@@ -15,7 +15,10 @@ echo "$S/elastix_example_2d_t1_pd/fixed_t1.nii.gz,$S/elastix_example_2d_t1_pd/mo
 echo "$S/itk_brain_2d_slices/BrainT1Slice.nii.gz,$S/itk_brain_2d_slices/BrainProtonDensitySlice.nii.gz,val" >> "$WORK/pairs2d.csv"
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 omnireg -v train disa --pairs "$WORK/pairs.csv" --out "$WORK/disa_3d.pt" --ndim 3 --patch-size 21 --steps 2000 --batch-size 24 --seed 0 --threads 1
-# continued from the step-2000 checkpoint (the cosine schedule is stretched to 4000 steps from there on)
+# continued from the step-2000 checkpoint with the cosine schedule stretched to 4000 steps; that run was
+# stopped (Ctrl-C, for lack of time) after its step-2650 checkpoint and finished with a 3000-step schedule
+# (learning rate 8e-5 -> 5e-5 over the last 350 steps)
 omnireg -v train disa --pairs "$WORK/pairs.csv" --out "$WORK/disa_3d.pt" --ndim 3 --patch-size 21 --steps 4000 --batch-size 24 --seed 0 --threads 1 --resume
+omnireg -v train disa --pairs "$WORK/pairs.csv" --out "$WORK/disa_3d.pt" --ndim 3 --patch-size 21 --steps 3000 --batch-size 24 --seed 0 --threads 1 --resume
 omnireg -v train disa --pairs "$WORK/pairs2d.csv" --out "$WORK/disa_2d.pt" --ndim 2 --patch-size 41 --steps 5000 --batch-size 32 --seed 0 --threads 1
 cp "$WORK"/disa_3d.pt "$WORK"/disa_2d.pt "$WORK"/disa_3d.validation.* "$WORK"/disa_2d.validation.* src/omnireg/data/weights/
