@@ -55,7 +55,8 @@ def _translation(t, d=3):
 def test_registered_by_name_with_its_options():
     mad = get_similarity("mad", n_patches=8)
     assert isinstance(mad, MAD)
-    assert mad.options() == {"weights": None, "n_patches": 8, "foreground": 0.1, "min_support": 0.5}
+    assert mad.options() == {"weights": None, "n_patches": 8, "foreground": 0.1, "min_support": 0.5,
+                             "aggregation": "mean", "trim": 0.25, "patch_scale": 1.0}
     with pytest.raises(ValueError, match="n_patches"):
         MAD(n_patches=0)
 
@@ -84,6 +85,10 @@ def test_patches_lie_at_the_model_spacing_in_mm_whatever_the_voxel_size(brain):
         assert pts.shape == (1, 5 * p, p, p, 3) and vals.shape == (1, 1, 5 * p, p, p)
         step = (pts[0, 1:p] - pts[0, : p - 1]).norm(dim=-1)
         torch.testing.assert_close(step, torch.full_like(step, spacing), atol=1e-4, rtol=0)
+    # patch_scale k: patches at k times the model's spacing
+    pts, _ = MAD(n_patches=5, patch_scale=2.0).sample_locations(t1.batch(), t1.grid, None, torch.Generator().manual_seed(1))
+    step = (pts[0, 1:p] - pts[0, : p - 1]).norm(dim=-1)
+    torch.testing.assert_close(step, torch.full_like(step, 2 * spacing), atol=1e-4, rtol=0)
     # centres are inside the mask and the same generator seed gives the same patches
     a, _ = mad.sample_locations(t1.batch(), t1.grid, mask[None], torch.Generator().manual_seed(2))
     b, _ = mad.sample_locations(t1.batch(), t1.grid, mask[None], torch.Generator().manual_seed(2))
@@ -156,3 +161,30 @@ def test_registration_with_mad_recovers_a_known_affine_between_two_contrasts(bra
     # ~4 mm (about 2.2-2.4 mm here, measured): within 1.5 voxels of 2 mm
     assert float(err.mean()) < 3.0, (float(before.mean()), float(err.mean()))
     assert float(err.mean()) < 0.25 * float(before.mean())
+
+
+def test_trimmed_aggregation_drops_the_largest_patch_distances():
+    from omnireg.similarity.mad import mad_distance
+
+    class _Fixed(torch.nn.Module):
+        """A stand-in network whose distance is the mean of the moving patch (a known value per patch)."""
+
+        def __init__(self):
+            super().__init__()
+            self.config = MADConfig(ndim=2, patch_size=8)
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, pair):
+            return pair[:, 1].flatten(1).mean(1) + 0 * self.w
+
+    net = _Fixed()
+    values = torch.tensor([1.0, 2.0, 3.0, 100.0])
+    moving = values.repeat_interleave(8).reshape(1, 1, 32, 1).expand(1, 1, 32, 8)
+    fixed = torch.zeros_like(moving)
+    mean = mad_distance(net, fixed, moving)
+    torch.testing.assert_close(mean, values.mean().reshape(1))
+    torch.testing.assert_close(mad_distance(net, fixed, moving, aggregation="trimmed", trim=0.0), mean)
+    torch.testing.assert_close(mad_distance(net, fixed, moving, aggregation="trimmed", trim=0.25), torch.tensor([2.0]))
+    torch.testing.assert_close(mad_distance(net, fixed, moving, patch_scale=2.0), 2 * mean)
+    with pytest.raises(ValueError, match="aggregation"):
+        MAD(aggregation="median")

@@ -20,8 +20,8 @@ registration's 64 patch pairs take a few tens of milliseconds per evaluation on 
 Convention:
     Channel 0 is the patch of the fixed image, channel 1 the patch of the (warped) moving image, both
     sampled on the same ``p^D`` patch grid of spacing ``patch_spacing_mm`` and rescaled as in training
-    (robust ``[0, 1]`` range of the whole image). Training makes the network (nearly) symmetric in
-    the two channels by presenting both orders.
+    (robust ``[0, 1]`` range of the whole image). The distance is meant to be symmetric in the two
+    channels (training offsets point in uniformly random directions); the order is not swapped in training.
 """
 
 from __future__ import annotations

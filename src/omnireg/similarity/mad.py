@@ -14,6 +14,15 @@ outside the moving image are down-weighted (weights are not differentiated). If 
 distance is ``2 * max_distance_mm`` of the model (a large constant). The similarity is
 ``forward = -distance`` (higher is better); :meth:`MAD.loss` is the distance in mm.
 
+With ``aggregation = "trimmed"`` the ``trim`` fraction of the (weighted) patches with the largest predicted
+distances also get weight 0 (a trimmed mean: a few patches on ambiguous structure do not dominate; the
+selection is not differentiated).
+
+``patch_scale = k`` samples the patches at ``k`` times the model's spacing (``k`` times its field of view)
+and multiplies the predicted distances by ``k``: a coarse level with a wider capture range (the network
+sees a coarser image of the same kind; the validation of the shipped 3D weights at ``k = 2`` is in
+``data/weights/MAD.md``). Use it on a coarse pyramid level (shrink, smoothing) and follow it with ``k = 1``.
+
 Patch protocol (used by the registration engine):
     :meth:`MAD.sample_locations` returns the world points of all patches laid out as an image
     ``(1, *L, D)`` with ``L = (K p, p, p)`` in 3D or ``(K p, p)`` in 2D (patch ``k`` occupies rows
@@ -48,7 +57,9 @@ from ..core import Grid, sample
 from .base import SimilarityMeasure, register_similarity
 from .enums import Metric
 
-__all__ = ["MAD", "mad_distance", "load_mad_model", "patch_offsets_mm"]
+__all__ = ["AGGREGATIONS", "MAD", "mad_distance", "load_mad_model", "patch_offsets_mm"]
+
+AGGREGATIONS = ("mean", "trimmed")  # the valid values of the ``aggregation`` option
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +114,9 @@ def mad_distance(
     *,
     mask: torch.Tensor | None = None,
     min_support: float = 0.5,
+    aggregation: str = "mean",
+    trim: float = 0.25,
+    patch_scale: float = 1.0,
 ) -> torch.Tensor:
     """Weighted mean predicted distance (mm) of the patch pairs of ``fixed`` and ``moving`` (module docstring).
 
@@ -113,6 +127,9 @@ def mad_distance(
         moving: ``(N, 1, *L)`` the moving image sampled at the mapped points.
         mask: ``(N, 1, *L)`` support weights (1 inside the moving image and its mask), or ``None``.
         min_support: patches whose mean support is below this get weight 0.
+        aggregation: ``mean`` or ``trimmed`` (module docstring).
+        trim: for ``trimmed``: the fraction (of the total weight) of the largest distances dropped, in [0, 1).
+        patch_scale: the patches' spacing over the model's; the predicted distances are multiplied by it.
 
     Returns:
         ``(N,)`` distances in mm (differentiable in ``moving`` and ``fixed``).
@@ -133,14 +150,23 @@ def mad_distance(
     dtype = moving.dtype
     pair = torch.stack([f, m], dim=2).reshape(n * k, 2, *([p] * d))
     net_dtype = next(model.parameters()).dtype
-    dist = model(pair.to(net_dtype)).to(dtype).reshape(n, k)
+    dist = float(patch_scale) * model(pair.to(net_dtype)).to(dtype).reshape(n, k)
     if mask is None:
         w = torch.ones(n, k, dtype=dtype, device=moving.device)
     else:
         s = _to_patches(mask.detach(), p, d, "mask").expand(n, -1, *([p] * d)).reshape(n, k, -1).mean(-1)
         w = ((s - min_support) / max(1e-6, 1 - min_support)).clamp(0, 1).to(dtype)
+    if aggregation not in AGGREGATIONS:
+        raise ValueError(f"aggregation: expected one of {AGGREGATIONS}, got {aggregation!r}")
+    if aggregation == "trimmed" and trim > 0:
+        with torch.no_grad():
+            order = dist.detach().argsort(dim=1)
+            ws = w.gather(1, order)
+            before = ws.cumsum(1) - ws  # weight of the smaller distances
+            keep = (before < (1 - trim) * ws.sum(1, keepdim=True)).to(dtype)
+            w = w * torch.zeros_like(w).scatter(1, order, keep)
     total = w.sum(1)
-    large = torch.full_like(total, 2 * float(cfg.max_distance_mm))
+    large = torch.full_like(total, 2 * float(cfg.max_distance_mm) * float(patch_scale))
     mean = (w * dist).sum(1) / total.clamp_min(1e-12)
     return torch.where(total > 0, mean, large + 0 * dist.sum(1))
 
@@ -155,6 +181,9 @@ class MAD(SimilarityMeasure):
         foreground: patch centres lie where the fixed image exceeds its 1 % quantile plus ``foreground``
             times its 1-99 % range (and inside the fixed mask).
         min_support: see :func:`mad_distance`.
+        aggregation: ``mean`` (weighted mean of the patch distances) or ``trimmed`` (module docstring).
+        trim: fraction dropped by ``trimmed`` aggregation, in [0, 1).
+        patch_scale: patch spacing in units of the model's ``patch_spacing_mm`` (> 0; module docstring).
 
     Shape:
         fixed, moving, mask: ``(N, 1, K p, p[, p])`` (the layout of :meth:`sample_locations`); output ``(N,)``.
@@ -169,6 +198,9 @@ class MAD(SimilarityMeasure):
         n_patches: int = 64,
         foreground: float = 0.1,
         min_support: float = 0.5,
+        aggregation: str = "mean",
+        trim: float = 0.25,
+        patch_scale: float = 1.0,
     ) -> None:
         super().__init__()
         if isinstance(n_patches, bool) or not isinstance(n_patches, (int, np.integer)) or n_patches < 1:
@@ -177,15 +209,26 @@ class MAD(SimilarityMeasure):
             raise ValueError(f"foreground: expected a fraction in [0, 1), got {foreground!r}")
         if not 0 <= float(min_support) < 1:
             raise ValueError(f"min_support: expected a fraction in [0, 1), got {min_support!r}")
+        if aggregation not in AGGREGATIONS:
+            raise ValueError(f"aggregation: expected one of {AGGREGATIONS}, got {aggregation!r}")
+        if not 0 <= float(trim) < 1:
+            raise ValueError(f"trim: expected a fraction in [0, 1), got {trim!r}")
+        if isinstance(patch_scale, bool) or not isinstance(patch_scale, (int, float)) or not patch_scale > 0:
+            raise ValueError(f"patch_scale: expected a positive number, got {patch_scale!r}")
         if weights is not None and not isinstance(weights, (str, Path)):
             raise TypeError(f"weights: expected a path, a packaged name or None, got {type(weights).__name__}")
         self.weights = None if weights is None else str(weights)
         self.n_patches = int(n_patches)
         self.foreground = float(foreground)
         self.min_support = float(min_support)
+        self.aggregation = str(aggregation)
+        self.trim = float(trim)
+        self.patch_scale = float(patch_scale)
 
     def options(self) -> dict:
-        return {"weights": self.weights, "n_patches": self.n_patches, "foreground": self.foreground, "min_support": self.min_support}
+        return {"weights": self.weights, "n_patches": self.n_patches, "foreground": self.foreground,
+                "min_support": self.min_support, "aggregation": self.aggregation, "trim": self.trim,
+                "patch_scale": self.patch_scale}
 
     def model(self, ndim: int, device: torch.device | str = "cpu") -> torch.nn.Module:
         """The (cached) network for ``ndim``-D images on ``device``."""
@@ -202,7 +245,7 @@ class MAD(SimilarityMeasure):
         """Draw ``n_patches`` patches on the fixed image (the patch protocol of the module docstring).
 
         Centres are distinct random foreground voxels (inside ``mask > 0`` if given); each patch is a
-        ``p^D`` grid of spacing ``patch_spacing_mm`` (model config) along the fixed grid's axes.
+        ``p^D`` grid of spacing ``patch_scale * patch_spacing_mm`` (model config) along the fixed grid's axes.
 
         Args:
             fixed: ``(1, 1, *S)`` the fixed image on ``grid``.
@@ -241,7 +284,8 @@ class MAD(SimilarityMeasure):
         vox = torch.stack(torch.unravel_index(idx, tuple(grid.shape)), dim=1).double()
         centres = torch.as_tensor(grid.transform_points(vox, "voxel", "world"), dtype=torch.float64)
         direction = torch.tensor(np.array(grid.direction), dtype=torch.float64)
-        off = patch_offsets_mm(p, cfg.patch_spacing_mm, d) @ direction.T  # patch axes along the grid's axes
+        spacing = cfg.patch_spacing_mm * self.patch_scale
+        off = patch_offsets_mm(p, spacing, d) @ direction.T  # patch axes along the grid's axes
         pts = centres.reshape(k, *([1] * d), d) + off.unsqueeze(0)
         pts = pts.reshape(1, k * p, *([p] * (d - 1)), d)
         vox_pts = torch.as_tensor(grid.transform_points(pts, "world", "voxel"))
@@ -273,7 +317,8 @@ class MAD(SimilarityMeasure):
         if d not in (2, 3):
             raise ValueError(f"fixed: expected (N, 1, K*p, p[, p]) patches, got shape {tuple(fixed.shape)}")
         model = self.model(d, moving.device)
-        return -mad_distance(model, fixed, moving, mask=mask, min_support=self.min_support)
+        return -mad_distance(model, fixed, moving, mask=mask, min_support=self.min_support,
+                             aggregation=self.aggregation, trim=self.trim, patch_scale=self.patch_scale)
 
 
 register_similarity(Metric.MAD, MAD)
