@@ -24,6 +24,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..core import Grid
+from .blocks import ResidualBlock, conv_class
 from .store import register_architecture
 
 __all__ = ["DISAConfig", "DISANet", "clip_norm", "extract_features", "feature_grid"]
@@ -55,23 +56,6 @@ class DISAConfig:
         self.channels = tuple(int(c) for c in self.channels)
         if len(self.channels) != 3 or min(self.channels) < 1:
             raise ValueError(f"channels: expected three positive widths, got {self.channels!r}")
-
-
-def _conv(ndim: int):
-    return nn.Conv3d if ndim == 3 else nn.Conv2d
-
-
-class _Residual(nn.Module):
-    def __init__(self, ndim: int, width: int, slope: float) -> None:
-        super().__init__()
-        conv = _conv(ndim)
-        self.conv1 = conv(width, width, 3, padding=1)
-        self.conv2 = conv(width, width, 3, padding=1)
-        self.slope = slope
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.leaky_relu(self.conv1(x), self.slope)
-        return F.leaky_relu(x + self.conv2(y), self.slope)
 
 
 class BlurPool(nn.Module):
@@ -111,15 +95,15 @@ class DISANet(nn.Module):
         super().__init__()
         self.config = config or DISAConfig()
         d, (c1, c2, c3), s = self.config.ndim, self.config.channels, self.config.negative_slope
-        conv = _conv(d)
+        conv = conv_class(d)
         self.conv1 = conv(1, c1, 3, padding=1)
-        self.res1 = _Residual(d, c1, s)
+        self.res1 = ResidualBlock(d, c1, s)
         self.conv2 = conv(c1, c2, 3, padding=1)
         self.pool1 = BlurPool(d)
-        self.res2 = _Residual(d, c2, s)
+        self.res2 = ResidualBlock(d, c2, s)
         self.conv3 = conv(c2, c3, 3, padding=1)
         self.pool2 = BlurPool(d)
-        self.res3 = _Residual(d, c3, s)
+        self.res3 = ResidualBlock(d, c3, s)
         self.head = conv(c3, self.config.out_channels, 1, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .blocks import ResidualBlock, conv_class
 from .store import register_architecture
 
 __all__ = ["MADConfig", "MADNet", "structure_features"]
@@ -88,24 +89,6 @@ class MADConfig:
             raise ValueError("max_distance_mm, distance_scale_mm: expected > 0")
 
 
-def _conv(ndim: int):
-    return nn.Conv3d if ndim == 3 else nn.Conv2d
-
-
-class _Residual(nn.Module):
-    def __init__(self, ndim: int, width: int, slope: float) -> None:
-        super().__init__()
-        conv = _conv(ndim)
-        self.conv1 = conv(width, width, 3, padding=1)
-        self.conv2 = conv(width, width, 3, padding=1)
-        self.slope = slope
-        nn.init.zeros_(self.conv2.weight)  # start as the identity: stable training of a short run
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.leaky_relu(self.conv1(x), self.slope)
-        return F.leaky_relu(x + self.conv2(y), self.slope)
-
-
 def structure_features(pair: torch.Tensor, *, floor: float = 0.02) -> torch.Tensor:
     """Six intensity-robust channels of a patch pair ``(N, 2, *P)``: ``[f, m, f m, |grad f|, |grad m|, |grad f| |grad m|]``.
 
@@ -137,12 +120,12 @@ class MADNet(nn.Module):
         self.config = config or MADConfig()
         cfg = self.config
         d, w, s = cfg.ndim, cfg.widths, cfg.negative_slope
-        conv = _conv(d)
+        conv = conv_class(d)
         self.stem = conv(2 if cfg.input_features == "raw" else 6, w[0], 3, padding=1)
         stages = []
         for i in range(3):
             blocks: list[nn.Module] = [conv(w[i], w[i + 1], 3, stride=2, padding=1), nn.LeakyReLU(s)]
-            blocks += [_Residual(d, w[i + 1], s) for _ in range(cfg.depth)]
+            blocks += [ResidualBlock(d, w[i + 1], s, zero_init=True) for _ in range(cfg.depth)]
             stages.append(nn.Sequential(*blocks))
         self.stages = nn.Sequential(*stages)
         self.hidden = nn.Linear(w[3], cfg.head_width)
