@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 
 import _common as C
+from capture import poses  # noqa: F401 - the same seeded rigid poses as capture.py (also used by disa.py)
 
 AXES = ("R", "A", "S")
 DATASETS = ("synthetic", "spm-t2", "spm-pd")
@@ -84,20 +85,6 @@ def load_dataset(name: str):
     d = t1.data[0].float()
     mask = d > d.min() + 0.2 * (torch.quantile(d.reshape(-1)[::7], 0.99) - d.min())
     return t1, b, mask
-
-
-def poses(axes, angles, translations, seed: int) -> list[dict]:
-    import numpy as np
-
-    out = []
-    for axis in axes:
-        for angle in angles:
-            for t in translations:
-                rng = np.random.default_rng([seed, AXES.index(axis), int(round(angle * 10)), int(round(t * 10))])
-                v = rng.standard_normal(3)
-                out.append({"axis": axis, "angle_deg": float(angle), "translation_mm": float(t),
-                            "direction": (v / np.linalg.norm(v)).tolist()})
-    return out
 
 
 def pose_matrix(pose: dict, centre):
