@@ -20,5 +20,7 @@ omnireg -v train disa --pairs "$WORK/pairs.csv" --out "$WORK/disa_3d.pt" --ndim 
 # (learning rate 8e-5 -> 5e-5 over the last 350 steps)
 omnireg -v train disa --pairs "$WORK/pairs.csv" --out "$WORK/disa_3d.pt" --ndim 3 --patch-size 21 --steps 4000 --batch-size 24 --seed 0 --threads 1 --resume
 omnireg -v train disa --pairs "$WORK/pairs.csv" --out "$WORK/disa_3d.pt" --ndim 3 --patch-size 21 --steps 3000 --batch-size 24 --seed 0 --threads 1 --resume
+# then continued to 5000 steps (the held-out correlation was still rising), on 2 threads
+omnireg -v train disa --pairs "$WORK/pairs.csv" --out "$WORK/disa_3d.pt" --ndim 3 --patch-size 21 --steps 5000 --batch-size 24 --seed 0 --threads 2 --resume
 omnireg -v train disa --pairs "$WORK/pairs2d.csv" --out "$WORK/disa_2d.pt" --ndim 2 --patch-size 41 --steps 5000 --batch-size 32 --seed 0 --threads 1
 cp "$WORK"/disa_3d.pt "$WORK"/disa_2d.pt "$WORK"/disa_3d.validation.* "$WORK"/disa_2d.validation.* src/omnireg/data/weights/
