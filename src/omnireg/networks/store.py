@@ -18,6 +18,7 @@ import dataclasses
 import logging
 import os
 import tempfile
+import threading
 from importlib import resources
 from pathlib import Path
 from typing import Any, Callable
@@ -29,6 +30,7 @@ __all__ = [
     "atomic_torch_save",
     "to_plain",
     "MODEL_FORMAT",
+    "load_cached_model",
     "load_model",
     "packaged_weights",
     "read_model_file",
@@ -192,3 +194,27 @@ def resolve_weights(weights: str | Path | None, kind: str, ndim: int) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"weights: no such file: {path}")
     return path
+
+
+_CACHE: dict[tuple, nn.Module] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def load_cached_model(weights: str | Path | None, kind: str, ndim: int, *, device: str | torch.device = "cpu") -> nn.Module:
+    """The network of :func:`resolve_weights` ``(weights, kind, ndim)``, loaded once per file version and device.
+
+    Cached models are shared: parameters frozen, eval mode. The caller checks ``model.config.ndim``.
+
+    Raises:
+        FileNotFoundError, ValueError: as :func:`resolve_weights` and :func:`load_model`.
+    """
+    path = resolve_weights(weights, kind, ndim)
+    key = (str(Path(path).resolve()), Path(path).stat().st_mtime_ns, kind, str(torch.device(device)))
+    with _CACHE_LOCK:
+        model = _CACHE.get(key)
+        if model is None:
+            model, _ = load_model(path, kind=kind, map_location=device)
+            model.requires_grad_(False)
+            _CACHE[key] = model
+            log.info("loaded %s model %s", kind, path)
+    return model

@@ -44,9 +44,6 @@ __all__ = ["DISA", "DISAFeatures", "feature_dot"]
 
 log = logging.getLogger(__name__)
 
-_MODELS: dict[tuple[str, float], object] = {}
-
-
 def feature_dot(fixed_features: torch.Tensor, moving_features: torch.Tensor, *, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Weighted mean over voxels of the dot product of feature vectors (sum over channels).
 
@@ -82,16 +79,11 @@ class DISAFeatures(SimilarityMeasure):
 
 def load_disa_model(weights: str | Path | None, ndim: int):
     """The DISA network for ``ndim``-D images from ``weights`` (a file, a packaged name, or ``None``: shipped)."""
-    from ..networks.store import load_model, resolve_weights
+    from ..networks.store import load_cached_model, resolve_weights
 
-    path = resolve_weights(weights, "disa", ndim)
-    key = (str(Path(path).resolve()), Path(path).stat().st_mtime)
-    if key not in _MODELS:
-        model, _ = load_model(path, kind="disa")
-        _MODELS[key] = model
-        log.info("loaded DISA model %s (%dD, teacher %s)", path, model.config.ndim, model.config.teacher)
-    model = _MODELS[key]
+    model = load_cached_model(weights, "disa", ndim)
     if model.config.ndim != ndim:
+        path = resolve_weights(weights, "disa", ndim)
         raise ValueError(f"weights: {path} is a {model.config.ndim}D DISA model, the images are {ndim}D")
     return model
 

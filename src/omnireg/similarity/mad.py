@@ -47,7 +47,6 @@ Example:
 from __future__ import annotations
 
 import logging
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -63,9 +62,6 @@ AGGREGATIONS = ("mean", "trimmed")  # the valid values of the ``aggregation`` op
 
 log = logging.getLogger(__name__)
 
-_CACHE: dict[tuple[str, int, str], torch.nn.Module] = {}
-_LOCK = threading.Lock()
-
 
 def load_mad_model(weights: str | Path | None, ndim: int, *, device: torch.device | str = "cpu") -> torch.nn.Module:
     """The MAD network for ``ndim``-D images: a model file, a packaged name, or ``None`` (``mad_<ndim>d``).
@@ -76,17 +72,11 @@ def load_mad_model(weights: str | Path | None, ndim: int, *, device: torch.devic
         FileNotFoundError: no such file.
         ValueError: not a MAD model file, or a model for the other dimension (the message says which).
     """
-    from ..networks.store import load_model, resolve_weights
+    from ..networks.store import load_cached_model, resolve_weights
 
-    path = resolve_weights(weights, "mad", ndim)
-    key = (str(Path(path).resolve()), int(Path(path).stat().st_mtime_ns), str(torch.device(device)))
-    with _LOCK:
-        model = _CACHE.get(key)
-        if model is None:
-            model, _ = load_model(path, kind="mad", map_location=device)
-            model.requires_grad_(False)
-            _CACHE[key] = model
+    model = load_cached_model(weights, "mad", ndim, device=device)
     if model.config.ndim != ndim:
+        path = resolve_weights(weights, "mad", ndim)
         raise ValueError(f"weights: {path} holds a {model.config.ndim}D MAD model but the images are {ndim}D")
     return model
 

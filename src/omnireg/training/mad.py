@@ -42,6 +42,7 @@ from ..core import Grid, Image, sample
 from ..core.intensity import robust_normalize
 from ..networks.mad import MADConfig, MADNet
 from ..networks.store import save_model, to_plain
+from ..similarity.mad import patch_offsets_mm
 from .loop import FitConfig, TrainEvent, fit
 from .randconv import RandConvConfig, random_convolution
 
@@ -52,7 +53,6 @@ __all__ = [
     "load_mad_volume",
     "mad_loss",
     "mad_validation",
-    "patch_grid_offsets",
     "read_pairs_csv",
     "train_mad",
 ]
@@ -230,13 +230,6 @@ def read_pairs_csv(path: str | Path) -> list[tuple[str, str]]:
 
 
 # ------------------------------------------------------------------------------------------- geometry
-def patch_grid_offsets(size: int, spacing_mm: float, ndim: int, *, dtype=torch.float64) -> torch.Tensor:
-    """Offsets (mm) of the points of a ``size^ndim`` patch from its centre, ``(size, ..., size, ndim)``,
-    components in patch-axis order; the centre is the middle of the patch (between voxels for even sizes)."""
-    r = (torch.arange(size, dtype=dtype) - (size - 1) / 2) * spacing_mm
-    return torch.stack(torch.meshgrid(*([r] * ndim), indexing="ij"), dim=-1)
-
-
 def _random_rotations(n: int, ndim: int, max_deg: float, generator: torch.Generator) -> torch.Tensor:
     """``(n, D, D)`` rotations by an angle uniform in ``[-max_deg, max_deg]`` about a random axis (3D)."""
     ang = (torch.rand(n, generator=generator, dtype=torch.float64) * 2 - 1) * math.radians(max_deg)
@@ -267,7 +260,7 @@ def _random_offsets(n: int, ndim: int, cfg: MADTrainConfig, generator: torch.Gen
 def _cut_patches(data: torch.Tensor, spacing: float, centres_vox: torch.Tensor, frames: torch.Tensor,
                  offsets_mm: torch.Tensor) -> torch.Tensor:
     """Patches ``(n, 1, p, ..., p)`` of ``data`` ``(1, 1, *S)`` (isotropic ``spacing``) at voxel ``centres_vox``
-    ``(n, D)`` through ``frames`` ``(n, D, D)``; ``offsets_mm`` from :func:`patch_grid_offsets`."""
+    ``(n, D)`` through ``frames`` ``(n, D, D)``; ``offsets_mm`` from :func:`omnireg.similarity.mad.patch_offsets_mm`."""
     n, d = centres_vox.shape
     pts = torch.einsum("nij,...j->n...i", frames, offsets_mm) / spacing
     pts = pts + centres_vox.reshape(n, *([1] * d), d)
@@ -293,7 +286,7 @@ class MADPairSampler:
             raise ValueError(f"images: expected {config.ndim}D images (--ndim), got {sorted(dims)}D")
         self.volumes = list(volumes)
         self.config = config
-        self.offsets = patch_grid_offsets(config.patch_size, config.patch_spacing_mm, config.ndim)
+        self.offsets = patch_offsets_mm(config.patch_size, config.patch_spacing_mm, config.ndim)
         self._cached: tuple[int, list] | None = None
 
     def pairs_from(self, vol: MADVolume, a: torch.Tensor, b: torch.Tensor, n: int, generator: torch.Generator,
