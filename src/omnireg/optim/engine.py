@@ -36,8 +36,8 @@ from ..core import Grid, Image, sample
 from ..core.enums import as_enum
 from .config import Init, Optimizer, RegistrationConfig, StageConfig, TransformKind, preset
 from .initialize import fov_center, initial_candidates
-from .optimizers import bobyqa, global_rotation_search, gradient_descent
 from ..core.intensity import robust_normalize
+from .optimizers import bobyqa, global_rotation_search, gradient_descent
 from .pyramid import Level, pyramid_level
 from .result import Callback, LevelHistory, ProgressEvent, RegistrationResult
 
@@ -269,11 +269,6 @@ class _LevelProblem:
         valid = support > 1e-3 * mask[0].numel()
         fixed = self.fixed_data.expand(k, *self.fixed_data.shape[1:])
         spacing = self.spacing
-        if getattr(self.metric, "mean_over_fixed", False) and bool(valid.all()):
-            # the metric's overlap mean times overlap / fixed domain: the mean over the whole fixed domain
-            # (no reward for shrinking the overlap onto the best-matching region)
-            loss = self.metric.loss(fixed, warped, mask=mask, spacing=spacing)
-            return loss * mask.reshape(k, -1).sum(1) / self.fixed_total
         if bool(valid.all()):
             loss = self.metric.loss(fixed, warped, mask=mask, spacing=spacing)
         else:
@@ -283,6 +278,11 @@ class _LevelProblem:
                 idx = valid.nonzero().reshape(-1)
                 part = self.metric.loss(fixed[idx], warped[idx], mask=mask[idx], spacing=spacing)
                 loss = loss.index_put((idx,), part)
+        if getattr(self.metric, "mean_over_fixed", False):
+            # the metric's overlap mean times overlap / fixed domain: the mean over the whole fixed domain
+            # (no reward for shrinking the overlap onto the best-matching region); candidates without
+            # overlap keep their constant
+            loss = torch.where(valid, loss * mask.reshape(k, -1).sum(1) / self.fixed_total, loss)
         return loss
 
 
@@ -366,8 +366,11 @@ def register(
 
     metric_cache: dict = {}
 
+    def options_key(stage: StageConfig) -> tuple:
+        return tuple(sorted((k, str(v)) for k, v in stage.metric_options.items()))
+
     def metric_for(stage: StageConfig) -> nn.Module:
-        key = (stage.metric, tuple(sorted((k, str(v)) for k, v in stage.metric_options.items())))
+        key = (stage.metric, options_key(stage))
         if key not in metric_cache:
             options = dict(stage.metric_options)
             if config.normalize and stage.metric.lower() in ("mi", "nmi"):
@@ -398,10 +401,10 @@ def register(
         fl, ml, fm, mm = levels_for(stage, li)
         metric = metric_for(stage)
         name = stage.metric.lower()
+        key = (name, float(stage.shrink[li]), options_key(stage))
         if name in FEATURE_METRICS:
             # descriptor metrics: features computed once per level and warped (not recomputed) at every
             # iteration; the similarity is then a point-wise SSD between feature vectors
-            key = (name, float(stage.shrink[li]), tuple(sorted((k, str(v)) for k, v in stage.metric_options.items())))
             if key not in feature_cache:
                 extract = FEATURE_METRICS[name]
                 feature_cache[key] = (
@@ -414,7 +417,6 @@ def register(
         elif hasattr(metric, "feature_level"):
             # learned feature metrics (DISA): feature maps computed once per level on their own grid
             # (e.g. stride 4); masks follow onto that grid
-            key = (name, float(stage.shrink[li]), tuple(sorted((k, str(v)) for k, v in stage.metric_options.items())))
             if key not in feature_cache:
                 ff, fgrid = metric.feature_level(fl.data[:, :1], fl.grid, dense=getattr(metric, "fixed_points", "") == "dense")
                 mf, mgrid = metric.feature_level(ml.data[:, :1], ml.grid, dense=False)
