@@ -74,3 +74,14 @@ def test_register_with_a_learned_metric_and_weights_file(tmp_path, capsys, metri
     assert main(["register", str(tmp_path / "a1.nii.gz"), str(tmp_path / "b1.nii.gz"), "--out", str(tmp_path / "r3"),
                  "--metric", "disa", "--weights", str(tmp_path / "missing.pt")]) == 2
     assert "missing.pt" in capsys.readouterr().err
+
+
+def test_train_mad_records_the_command_line_as_typed(tmp_path):
+    from omnireg.data import sample_path
+
+    out = tmp_path / "m.pt"
+    images = f"{sample_path('t1_2d')},{sample_path('pd_2d')}"
+    assert main(["-q", "train", "mad", "--images", images, "--out", str(out), "--ndim", "2", "--steps", "2",
+                 "--batch-size", "4", "--no-progress"]) == 0
+    command = load_model(out, kind="mad")[1]["command"]
+    assert command.startswith("omnireg -q train mad --images ") and command.count("train mad") == 1

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from .main import CliError
 
-__all__ = ["input_path", "output_path", "load_image_arg"]
+__all__ = ["command_line", "input_path", "output_path", "load_image_arg"]
 
 
 def input_path(path: str | Path, what: str) -> Path:
@@ -39,3 +39,10 @@ def load_image_arg(path: str | Path, what: str):
         if "cannot read image" not in msg:  # io's own messages already name the file
             msg = f"cannot read image {p}: {msg}"
         raise CliError(f"{what}: {msg}") from exc
+
+
+def command_line(args) -> str:
+    """The command as typed (``omnireg`` plus ``args.argv``, set by the entry point), for provenance records."""
+    import shlex
+
+    return "omnireg " + " ".join(shlex.quote(str(a)) for a in getattr(args, "argv", []))

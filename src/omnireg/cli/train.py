@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import shlex
 from pathlib import Path
 
-from .common import input_path, output_path
+from .common import command_line, input_path, output_path
 
 __all__ = ["add_parser", "run", "TrainProgress"]
 
@@ -100,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
         fit=FitConfig(steps=args.steps, lr=args.lr, seed=args.seed, checkpoint_every=args.checkpoint_every),
     )
     progress = TrainProgress(not getattr(args, "quiet", False), f"train disa {args.ndim}D")
-    command = "omnireg " + " ".join(shlex.quote(str(a)) for a in getattr(args, "argv", []))
+    command = command_line(args)
     try:
         meta = train_disa(pairs, out, config=config, validation_pairs=val, resume=args.resume, progress=progress, command=command)
     finally:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shlex
 import sys
 from pathlib import Path
+
+from .common import command_line
 
 __all__ = ["add_arguments", "run", "read_image_list"]
 
@@ -127,14 +128,12 @@ def run(args: argparse.Namespace) -> int:
             bar.set_postfix(loss=f"{event.loss:.2f}", lr=f"{event.lr:.1e}", refresh=False)
             bar.refresh()
 
-    own = getattr(args, "argv", None)
-    words = ["omnireg", "train", "mad", *own] if own is not None else ["omnireg", *sys.argv[1:]]
-    command = " ".join(shlex.quote(a) for a in words)
+    command = command_line(args)
     try:
         summary = train_mad(
             images, out, config=config, resume=args.resume, progress=progress,
             validation_images=val_images, validation_pairs=val_pairs,
-            meta={"command": command.strip()},
+            meta={"command": command},
         )
     finally:
         if bar is not None:
@@ -155,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     add_arguments(parser)
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
-    args.argv = argv
+    args.argv = ["train", "mad", *argv]  # recorded as the equivalent `omnireg train mad ...`
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
         return run(args)
