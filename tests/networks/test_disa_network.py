@@ -94,3 +94,19 @@ def test_model_file_errors_name_the_file(tmp_path):
         load_model(path, kind="mad")
     with pytest.raises(ValueError, match="no packaged model"):
         resolve_weights("no_such_model", "disa", 3)
+
+
+@pytest.mark.parametrize("stride", [2, 1])
+def test_polyphase_extraction_interleaves_the_features_of_shifted_images(stride):
+    net = _net()
+    x = torch.randn(1, 1, 22, 19, 21)
+    dense = extract_features(net, x, stride=stride)
+    assert tuple(dense.shape[2:]) == tuple(-(-s // stride) for s in x.shape[2:])
+    step = 4 // stride
+    # every step-th feature is the stride-4 map; the others come from the image shifted by multiples of stride
+    torch.testing.assert_close(dense[:, :, ::step, ::step, ::step], extract_features(net, x), rtol=1e-5, atol=1e-6)
+    shifted = extract_features(net, x[:, :, stride:, :, 2 * stride % 4:])
+    got = dense[:, :, 1::step, ::step, (2 * stride % 4) // stride::step]
+    torch.testing.assert_close(got, shifted[:, :, : got.shape[2], : got.shape[3], : got.shape[4]], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="stride"):
+        extract_features(net, x, stride=3)

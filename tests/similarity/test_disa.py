@@ -89,6 +89,14 @@ def test_fine_images_are_resampled_to_the_model_spacing(model_files):
     assert fgrid.spacing == pytest.approx((2.0, 2.0, 2.0))
     feats, fgrid = DISA(weights=str(model_files[3]), upsample=True).feature_level(torch.rand(1, 1, 40, 36, 32), grid)
     assert fgrid == grid and feats.shape == (1, 16, 40, 36, 32)
+    coarse = Grid((20, 18, 16), spacing=(2.0, 2.0, 2.0))
+    feats, fgrid = DISA(weights=str(model_files[3]), image_spacing_mm=1.0).feature_level(torch.rand(1, 1, 20, 18, 16), coarse)
+    assert fgrid.spacing == pytest.approx((4.0, 4.0, 4.0)) and feats.shape[2:] == (10, 9, 8)  # upsampled to 1 mm
+    feats, fgrid = DISA(weights=str(model_files[3]), moving_stride=2).feature_level(torch.rand(1, 1, 20, 18, 16), coarse, moving=True)
+    assert fgrid.spacing == pytest.approx((4.0, 4.0, 4.0)) and feats.shape[1:] == (17, 10, 9, 8)  # + the norm channel
+    for bad in ({"moving_stride": 3}, {"image_spacing_mm": 0.0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            DISA(**bad)
 
 
 def test_model_of_the_wrong_dimension_is_a_clear_error(model_files):
@@ -125,3 +133,49 @@ def test_shipped_2d_model_recovers_a_known_affine_between_t1_and_pd():
     err = float(case.target_error(res.transform, mask=mask).mean())
     assert before > 10.0 and err < 1.5, (before, err)  # 1 mm pixels
     assert res.metric_after["disa"] > res.metric_before["disa"]
+
+
+def test_norm_restore_rescales_interpolated_vectors_to_the_interpolated_norm():
+    from omnireg.similarity.disa import DISAFeatures, norm_restore
+
+    a, b = torch.tensor([0.6, 0.0]), torch.tensor([0.0, 0.8])
+    stack = torch.stack([torch.cat([a, a.norm()[None]]), torch.cat([b, b.norm()[None]])], dim=1).reshape(1, 3, 2, 1)
+    mid = 0.5 * (stack[:, :, :1] + stack[:, :, 1:])  # linear interpolation half-way between two nodes
+    out = norm_restore(mid)
+    torch.testing.assert_close(out.norm(dim=1).reshape(()), torch.tensor(0.7))  # plain interpolation: 0.5
+    torch.testing.assert_close(out[:, :, 0, 0] / 0.7, torch.tensor([[0.6, 0.8]]))  # direction kept
+    torch.testing.assert_close(norm_restore(stack), stack[:, :2])  # identity at the nodes
+    fixed = torch.tensor([0.6, 0.8]).reshape(1, 2, 1, 1)
+    torch.testing.assert_close(DISAFeatures()(fixed, mid), torch.tensor([0.7]))
+
+
+def test_interpolated_moving_features_are_not_biased_towards_the_feature_lattice():
+    """Moving grid one voxel larger on the low side: the stride-4 lattices coincide at a shift of -1 voxel."""
+    import numpy as np
+
+    from omnireg.core import Grid, sample
+    from omnireg.core.intensity import robust_normalize
+    from omnireg.data import sample_path
+    from omnireg.io import load_image
+
+    t1, t2 = load_image(sample_path("t1")), load_image(sample_path("t2w"))
+    g = t1.grid
+    mg = Grid(tuple(s + 1 for s in g.shape), g.spacing, tuple(g.transform_points(-np.ones(3), "voxel", "world").tolist()), g.direction)
+    pts = g.transform_points(mg.points("world", dtype=torch.float64), "world", "voxel")
+    mdata = sample(robust_normalize(t2.batch().float()), pts[None].float(), interp="linear", padding="zeros")
+    shifts = np.linspace(-1.5, 1.5, 13)  # voxels along the diagonal
+    best = {}
+    for restore in (False, True):
+        m = DISA(norm_restore=restore)
+        ff, fgrid = m.feature_level(robust_normalize(t1.batch().float()), g)
+        mf, mgrid = m.feature_level(mdata, mg, moving=True)
+        assert mf.shape[1] == 16 + restore
+        nodes = fgrid.points("world", dtype=torch.float64)
+        vals = []
+        for k in shifts:
+            step = torch.tensor(g.direction, dtype=torch.float64) @ torch.full((3,), k * g.spacing[0], dtype=torch.float64)
+            vox = mgrid.transform_points(nodes + step, "world", "voxel")
+            vals.append(float(m.feature_similarity()(ff, sample(mf, vox[None].float(), interp="linear", padding="zeros"))))
+        best[restore] = shifts[int(np.argmax(vals))]
+    assert best[False] == -1.0  # plain interpolation: the optimum is where the lattices coincide
+    assert abs(best[True]) <= 0.25, best  # norm_restore: at the true alignment

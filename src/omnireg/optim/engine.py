@@ -419,7 +419,7 @@ def register(
             # (e.g. stride 4); masks follow onto that grid
             if key not in feature_cache:
                 ff, fgrid = metric.feature_level(fl.data[:, :1], fl.grid, dense=getattr(metric, "fixed_points", "") == "dense")
-                mf, mgrid = metric.feature_level(ml.data[:, :1], ml.grid, dense=False)
+                mf, mgrid = metric.feature_level(ml.data[:, :1], ml.grid, dense=False, moving=True)
                 fm2 = None if fm is None else (_regrid(fm, fl.grid, fgrid, "nearest") > 0.5).to(dtype)
                 mm2 = None if mm is None else _regrid(mm, ml.grid, mgrid, "linear")
                 feature_cache[key] = (Level(ff, fgrid), Level(mf, mgrid), fm2, mm2)
