@@ -12,11 +12,12 @@ fixed one padded by 50 mm per side (``_cases.padded_grid``) so the anatomy never
 
 Registration: rigid, no initialiser (``init = none``) and no global search, so that the metric's own basin
 of attraction is measured (``--search`` adds runs with ``moments`` + global search). NMI (32 bins) and NGF
-use the rigid preset's pyramid (4-2-1, one stage); MAD (64 patches) uses two stages: a coarse one with
-patches at ``--mad-coarse`` (default 2) times the model's spacing (``patch_scale``, see
-``omnireg.similarity.mad``) on a 2x level smoothed by ``1.2 * patch_scale`` mm, then one at the image
-resolution with the model's spacing (``--mad-coarse 0``: that stage alone, the paper's claim that no
-multi-resolution scheme is needed). Success: mean target error below 2 mm. Reported per
+use the rigid preset's pyramid (4-2-1, one stage); MAD (64 patches) runs ``omnireg register --metric mad``'s
+schedule (``omnireg.optim.mad_stages``): a capture stage with patches at ``--mad-coarse`` (default 2) times
+the model's spacing (``patch_scale``, see ``omnireg.similarity.mad``) on a 2x level smoothed by
+``1.2 * patch_scale`` mm, the stage at the model's spacing, and a refinement with 256 patches at ``--mad-fine``
+(default 0.5) times the model's spacing (``--mad-coarse 0 --mad-fine 0``: the model's spacing alone, the
+paper's claim that no multi-resolution scheme is needed). Success: mean target error below 2 mm. Reported per
 dataset and metric: success rate, mean/median error of the successful cases (accuracy at convergence),
 successes per angle and per translation, and the median run time.
 
@@ -98,10 +99,8 @@ def pose_matrix(pose: dict, centre):
                          center=centre)
 
 
-def registration_config(metric: str, search: bool, quick: bool, mad_coarse: float = 0.0):
-    import copy
-
-    from omnireg.optim import preset
+def registration_config(metric: str, search: bool, quick: bool, mad_coarse: float = 2.0, mad_fine: float = 0.5):
+    from omnireg.optim import mad_stages, preset
 
     rc = preset("rigid")
     st = rc.stages[0]
@@ -110,21 +109,16 @@ def registration_config(metric: str, search: bool, quick: bool, mad_coarse: floa
     rc.init = "moments" if search else "none"
     st.global_search = bool(search)
     if metric == "mad":
+        # omnireg register's MAD schedule (omnireg.optim.mad_stages): capture stage, this one, refinement
         st.shrink, st.iterations, st.smoothing_mm = [1], [80 if quick else 120], None
-        if mad_coarse > 0:
-            # a coarse stage first: patches at mad_coarse x the model's spacing on a smoothed 2x level
-            # (plain mean there: a trimmed mean narrowed MAD's basin, measured)
-            coarse = copy.deepcopy(st)
-            coarse.metric_options = {**st.metric_options, "patch_scale": float(mad_coarse), "aggregation": "mean"}
-            coarse.shrink, coarse.iterations, coarse.smoothing_mm = [2], [40 if quick else 60], [1.2 * mad_coarse]
-            coarse.global_search, st.global_search = st.global_search, False
-            rc.stages = [coarse, st]
+        rc.stages = mad_stages(rc.stages, coarse_scale=mad_coarse, fine_scale=mad_fine,
+                               coarse_iterations=40 if quick else 60, fine_iterations=40)
     elif quick:
         st.shrink, st.iterations = [4, 2], [30, 15]
     return rc.validate()
 
 
-def run_case(dataset, data, pose, metrics, search_modes, seed, quick, verbose, mad_coarse=0.0) -> list[dict]:
+def run_case(dataset, data, pose, metrics, search_modes, seed, quick, verbose, mad_coarse=2.0, mad_fine=0.5) -> list[dict]:
     import logging
 
     import numpy as np
@@ -147,7 +141,7 @@ def run_case(dataset, data, pose, metrics, search_modes, seed, quick, verbose, m
             rec = {"dataset": dataset, "metric": metric, "search": search, **{k: pose[k] for k in ("axis", "angle_deg", "translation_mm")}}
             t0 = time.perf_counter()
             try:
-                res = register(case.fixed, case.moving, config=registration_config(metric, search, quick, mad_coarse))
+                res = register(case.fixed, case.moving, config=registration_config(metric, search, quick, mad_coarse, mad_fine))
                 with torch.no_grad():
                     err = case.target_error(res.transform, mask=mask).numpy()
                 rec.update(mean_mm=float(err.mean()), max_mm=float(err.max()), runtime_s=res.runtime_s)
@@ -227,6 +221,8 @@ def main(argv=None) -> int:
                    help="JSON of MAD similarity options replacing the defaults, e.g. '{\"weights\": \"/tmp/m.pt\"}'")
     p.add_argument("--mad-coarse", type=float, default=2.0,
                    help="MAD: a coarse stage first with patches at this multiple of the model's spacing (default 2; 0: none)")
+    p.add_argument("--mad-fine", type=float, default=0.5,
+                   help="MAD: a last stage with patches at this multiple of the model's spacing (default 0.5; 0: none)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", type=Path, default=C.default_json("mad"))
@@ -247,7 +243,7 @@ def main(argv=None) -> int:
     pose_list = poses(axes, angles, translations, args.seed)
     meta = {"benchmark": "mad", "mode": "full" if full else "quick", "success_threshold_mm": SUCCESS_MM,
             "datasets": datasets, "metrics": metrics, "axes": axes, "angles_deg": angles, "translations_mm": translations,
-            "search": args.search, "seed": args.seed, "mad_coarse": args.mad_coarse, "metric_options": METRIC_OPTIONS, "machine": C.machine_info(args.threads)}
+            "search": args.search, "seed": args.seed, "mad_coarse": args.mad_coarse, "mad_fine": args.mad_fine, "metric_options": METRIC_OPTIONS, "machine": C.machine_info(args.threads)}
     results: list[dict] = []
     t_all = time.perf_counter()
     print(f"mad benchmark: {len(datasets)} datasets x {len(pose_list)} poses x {len(metrics)} metrics x {len(search_modes)} mode(s)", flush=True)
@@ -257,7 +253,7 @@ def main(argv=None) -> int:
             print(f"  {ds}: data not found under {SHARED}, skipped", flush=True)
             continue
         for pose in pose_list:
-            results.extend(run_case(ds, data, pose, metrics, search_modes, args.seed, not full, not args.quiet, args.mad_coarse))
+            results.extend(run_case(ds, data, pose, metrics, search_modes, args.seed, not full, not args.quiet, args.mad_coarse, args.mad_fine))
             C.write_json({**meta, "wall_s": time.perf_counter() - t_all, "results": results}, args.json)
     header, rows = summarise(results, angles, translations)
     print(f"\nSuccess: mean target error < {SUCCESS_MM} mm; 'err ok' over successful cases (accuracy at convergence)")

@@ -140,27 +140,64 @@ def test_2d_pair_distance_smallest_at_alignment(pair_2d):
 
 
 def test_registration_with_mad_recovers_a_known_affine_between_two_contrasts(brain):
-    from omnireg.optim import preset, register
+    from omnireg.optim import mad_stages, preset, register
 
     t1_raw, t2_raw = load_image(sample_path("t1")), load_image(sample_path("t2w"))
     _, _, mask = brain
     m = affine_matrix(ndim=3, rotation_deg=(6.0, -5.0, 7.0), translation_mm=(6.0, -7.0, 5.0), scale=(1.05, 0.95, 1.03))
     case = make_known_case(t1_raw, matrix=m, moving_source=t2_raw, bias=0.1, noise=0.01, seed=3)
     cfg = preset("affine")
+    cfg.init = "none"
     for st in cfg.stages:
         st.metric = "mad"
         st.metric_options = {"n_patches": 64}
         st.shrink = [1]
         st.smoothing_mm = None
         st.iterations = [30]
+        st.global_search = False
+    # omnireg register's schedule without the capture stage (the misalignment is small): rigid, affine, then
+    # the refinement at half the model's spacing
+    cfg.stages = mad_stages(cfg.stages, coarse_scale=0, fine_iterations=30)
     res = register(case.fixed, case.moving, config=cfg)
     with torch.no_grad():
         err = case.target_error(res.transform, mask=mask[0] > 0)
         before = case.target_error(lambda x: x, mask=mask[0] > 0)
-    # 14 mm mean error before; MAD's accuracy is limited by the network's resolution of offsets below
-    # ~4 mm (about 2.2-2.4 mm here, measured): within 1.5 voxels of 2 mm
-    assert float(err.mean()) < 3.0, (float(before.mean()), float(err.mean()))
-    assert float(err.mean()) < 0.25 * float(before.mean())
+    # 14 mm mean error before; the network alone resolves offsets down to ~4 mm at its 3 mm spacing (2.2-2.4 mm
+    # here without the refinement, measured); the half-spacing refinement brings it under one 2 mm voxel
+    assert float(err.mean()) < 1.5, (float(before.mean()), float(err.mean()))
+
+
+def test_mad_schedule_adds_a_capture_stage_before_and_a_refinement_after_the_linear_mad_stages():
+    from omnireg.optim import mad_stages, preset
+
+    cfg = preset("affine")
+    for st in cfg.stages:
+        st.metric, st.metric_options = "mad", {"n_patches": 32}
+    stages = mad_stages(cfg.stages)
+    assert [st.transform for st in stages] == ["rigid", "rigid", "affine", "affine"]
+    coarse, rigid, affine, fine = stages
+    assert coarse.metric_options == {"n_patches": 32, "patch_scale": 2.0} and coarse.shrink == [2]
+    assert coarse.smoothing_mm == [2.4] and coarse.global_search and not rigid.global_search
+    assert rigid.metric_options == {"n_patches": 32} and rigid.shrink == cfg.stages[0].shrink
+    assert fine.metric_options == {"n_patches": 256, "patch_scale": 0.5} and fine.shrink == [1]
+    assert cfg.stages[0].global_search and cfg.stages[0].metric_options == {"n_patches": 32}  # inputs untouched
+    # scales compose with a stage's own patch_scale; 0 leaves a stage out; other metrics pass through
+    cfg.stages[0].metric_options["patch_scale"] = 1.5
+    assert mad_stages(cfg.stages, fine_scale=0)[0].metric_options["patch_scale"] == 3.0
+    assert len(mad_stages(cfg.stages, coarse_scale=0, fine_scale=0)) == 2
+    deformable = preset("deformable")
+    assert [st.metric for st in mad_stages(deformable.stages)] == [st.metric for st in deformable.stages]
+
+
+def test_register_metric_mad_runs_the_mad_schedule():
+    from omnireg.cli.main import build_parser
+    from omnireg.cli.register import build_config
+
+    fixed, moving = str(sample_path("t1")), str(sample_path("t2w"))
+    args = build_parser().parse_args(["register", fixed, moving, "--out", "unused", "--preset", "rigid", "--metric", "mad"])
+    cfg = build_config(args)
+    assert [st.metric_options.get("patch_scale", 1.0) for st in cfg.stages] == [2.0, 1.0, 0.5]
+    assert all(st.metric == "mad" and st.transform == "rigid" for st in cfg.stages)
 
 
 def test_trimmed_aggregation_drops_the_largest_patch_distances():

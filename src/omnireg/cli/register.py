@@ -84,20 +84,6 @@ def _learned_levels(stage) -> tuple[list, list, None]:
     return [2, 1], [int(stage.iterations[-1]) * 2, int(stage.iterations[-1])], None
 
 
-def _mad_stages(stage) -> list:
-    """A linear MAD stage as two: patches at twice the model's spacing on a 2x level smoothed by 2.4 mm
-    (wide capture: 15/15 rigid poses up to 60 deg / 40 mm on the benchmark's sample and SPM T1/T2 pairs,
-    against 6/15 and 8/15 with one level), then the model's spacing at full resolution (accuracy)."""
-    if stage.metric != "mad" or stage.transform in ("bspline", "svf"):
-        return [stage]
-    coarse = copy.deepcopy(stage)
-    coarse.metric_options = {**stage.metric_options, "patch_scale": 2.0}
-    coarse.shrink, coarse.iterations, coarse.smoothing_mm = [2], [40], [2.4]
-    fine = copy.deepcopy(stage)
-    fine.global_search = False
-    return [coarse, fine]
-
-
 def _read_config_file(path: Path) -> dict:
     text = path.read_text()
     try:
@@ -117,7 +103,7 @@ def _read_config_file(path: Path) -> dict:
 
 def build_config(args: argparse.Namespace):
     """The RegistrationConfig from preset, config file and flags (flags win)."""
-    from ..optim import PRESETS, RegistrationConfig, StageConfig
+    from ..optim import PRESETS, RegistrationConfig, StageConfig, mad_stages
 
     if args.config:
         data = _read_config_file(input_path(args.config, "--config"))
@@ -168,7 +154,7 @@ def build_config(args: argparse.Namespace):
             n = len(st.shrink)
             st.iterations = [args.iterations * 2 ** (n - 1 - i) for i in range(n)]
     if args.metric and args.metric.lower() == "mad" and not args.levels:
-        cfg.stages = [part for st in cfg.stages for part in _mad_stages(st)]
+        cfg.stages = mad_stages(cfg.stages)
     if getattr(args, "weights", None) and not any(st.metric in LEARNED_METRICS for st in cfg.stages):
         raise CliError("--weights: no stage uses a learned metric (give --metric disa or --metric mad)")
     bad = [st.transform for st in cfg.stages if st.metric == "mad" and st.transform in ("bspline", "svf")]

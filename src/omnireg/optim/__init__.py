@@ -1,6 +1,6 @@
 """Per-pair, optimisation-based registration: configuration, presets, pyramids, initialisation, engine."""
 
-from .config import PRESETS, Init, Optimizer, RegistrationConfig, StageConfig, TransformKind, preset
+from .config import PRESETS, Init, Optimizer, RegistrationConfig, StageConfig, TransformKind, mad_stages, preset
 from .engine import register
 from .result import LevelHistory, ProgressEvent, RegistrationResult
 
@@ -14,6 +14,7 @@ __all__ = [
     "RegistrationResult",
     "StageConfig",
     "TransformKind",
+    "mad_stages",
     "preset",
     "register",
 ]
