@@ -68,7 +68,7 @@ def test_missing_bad_or_wrong_dimension_weights_give_one_line_errors(tmp_path, p
         MAD(weights=tmp_path / "none.pt").sample_locations(t1.batch(), t1.grid, None, gen)
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a model")
-    with pytest.raises(ValueError, match="not a readable omnireg model"):
+    with pytest.raises(ValueError, match=r"bad.pt is not a readable omnireg model file \(not a PyTorch file\)"):
         MAD(weights=bad).sample_locations(t1.batch(), t1.grid, None, gen)
     path = save_model(tmp_path / "m3.pt", MADNet(MADConfig(ndim=3, widths=(2, 2, 2, 2))), kind="mad")
     with pytest.raises(ValueError, match="3D MAD model but the images are 2D"):

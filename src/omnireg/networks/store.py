@@ -127,7 +127,10 @@ def read_model_file(path: str | Path) -> dict:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is a user error here
-        raise ValueError(f"weights: {path} is not a readable omnireg model file ({type(exc).__name__})") from None
+        import zipfile
+
+        why = "not a PyTorch file" if not zipfile.is_zipfile(path) else (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise ValueError(f"weights: {path} is not a readable omnireg model file ({why})") from None
     if not isinstance(obj, dict) or obj.get("format") != MODEL_FORMAT:
         raise ValueError(f"weights: {path} is not an omnireg model file (no '{MODEL_FORMAT}' header)")
     if obj.get("version", 0) > _VERSION:
