@@ -21,7 +21,9 @@ selection is not differentiated).
 ``patch_scale = k`` samples the patches at ``k`` times the model's spacing (``k`` times its field of view)
 and multiplies the predicted distances by ``k``: a coarse level with a wider capture range (the network
 sees a coarser image of the same kind; the validation of the shipped 3D weights at ``k = 2`` is in
-``data/weights/MAD.md``). Use it on a coarse pyramid level (shrink, smoothing) and follow it with ``k = 1``.
+``data/weights/MAD.md``). Use it on a coarse pyramid level (shrink, smoothing) and follow it with ``k = 1``;
+``k = 0.5`` (1.5 mm patches in 3D) resolves offsets below the ~4 mm where the response at ``k = 1`` is flat: a
+refinement. :func:`omnireg.optim.mad_stages` builds that 2 / 1 / 0.5 schedule (``--metric mad``).
 
 Patch protocol (used by the registration engine):
     :meth:`MAD.sample_locations` returns the world points of all patches laid out as an image
