@@ -76,6 +76,8 @@ def test_dense_form_is_differentiable_in_the_moving_image(model_files):
     y = torch.rand(1, 1, 16, 16, generator=g, dtype=torch.float64).requires_grad_()
     measure = DISA(weights=str(model_files[2]))
     assert torch.autograd.gradcheck(lambda m: measure(x, m, spacing=(2.0, 2.0)), (y,), atol=1e-5)
+    with pytest.raises(ValueError, match="image_spacing_mm=None"):
+        DISA(weights=str(model_files[2]), image_spacing_mm=1.0)(x, y, spacing=(2.0, 2.0))
 
 
 def test_fine_images_are_resampled_to_the_model_spacing(model_files):

@@ -95,7 +95,7 @@ def norm_restore(features: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """
     vec, norm = features[:, :-1], features[:, -1:]
     length = vec.norm(dim=1, keepdim=True)
-    return vec * (norm / length.clamp_min(eps)).clamp(max=1.0 / eps) * (length > eps).to(vec.dtype)
+    return vec * (norm / length.clamp_min(eps)) * (length > eps).to(vec.dtype)
 
 
 def load_disa_model(weights: str | Path | None, ndim: int):
@@ -121,8 +121,8 @@ class DISA(SimilarityMeasure):
             positions; default) or ``dense`` (every fixed voxel, fixed features interpolated there).
             With ``nodes``, when the moving feature grid coincides with the fixed one (same geometry,
             or origins a multiple of 4 voxels apart) every sample sits on a moving node at the identity,
-            which interpolation makes a spurious local optimum; ``dense`` avoids that, but measured on
-            the 2D T1/PD known affine it recovered 11.2 mm against 0.98 mm for ``nodes``.
+            which interpolation made a spurious optimum before ``norm_restore``; ``dense`` avoided that, but
+            measured on the 2D T1/PD known affine it recovered 11.2 mm against 0.98 mm for ``nodes``.
         image_spacing_mm: resample both images to this isotropic spacing (finer or coarser) before the
             features are computed, instead of the ``resample`` rule. Measured (3D bundled T1/T2w, known
             affine, ``benchmarks/disa.py`` case): 1.0 mm with one pyramid level recovers it to 1.6 mm against
@@ -251,8 +251,9 @@ class DISA(SimilarityMeasure):
         if fixed.requires_grad or moving.requires_grad:
             from ..networks.disa import clip_norm
 
-            if self.upsample or (self.resample and min(sp) < 0.5 * self.model(d).config.patch_spacing_mm):
-                raise ValueError("fixed: gradients through DISA's dense form need upsample=False and images at the model's spacing")
+            if self.upsample or self.image_spacing_mm is not None or (self.resample and min(sp) < 0.5 * self.model(d).config.patch_spacing_mm):
+                raise ValueError("fixed: gradients through DISA's dense form need upsample=False, image_spacing_mm=None "
+                                 "and images at the model's spacing")
             model = self.model(d).to(device=fixed.device, dtype=fixed.dtype)
             ff, mf = clip_norm(model(fixed)), clip_norm(model(moving))
             fgrid = None
