@@ -55,6 +55,30 @@ def test_train_disa_errors_are_one_line(tmp_path, capsys):
     assert "columns 'fixed' and 'moving'" in err and len(err.strip().splitlines()) == 1
 
 
+def test_train_disa_on_dense_crops_from_an_initial_model(tmp_path, capsys):
+    pairs = _pairs(tmp_path)
+    first = tmp_path / "first.pt"
+    assert main(["-q", "train", "disa", "--pairs", str(pairs), "--out", str(first), "--ndim", "2", "--patch-size", "17",
+                 "--steps", "2", "--batch-size", "4", "--validation-patches", "8"]) == 0
+    out = tmp_path / "dense.pt"
+    args = ["-q", "train", "disa", "--pairs", str(pairs), "--out", str(out), "--ndim", "2", "--patch-size", "17",
+            "--steps", "3", "--batch-size", "8", "--group-size", "4", "--relative-weight", "1", "--crop-size", "33",
+            "--init", str(first), "--validation-patches", "8"]
+    assert main(args) == 0, capsys.readouterr().err
+    _, meta = load_model(out, kind="disa")
+    cfg = meta["train_config"]
+    assert (cfg["crop_size"], cfg["group_size"], cfg["relative_weight"]) == (33, 4, 1.0)
+    assert meta["init"] == str(first) and "--crop-size 33" in meta["command"]
+    assert "within_pearson" in meta["validation"]["offset_profile"]
+    capsys.readouterr()
+    # bad values: one line naming the option, exit 2
+    for bad, word in ((["--group-size", "3"], "group_size"), (["--crop-size", "30"], "crop_size"),
+                      (["--init", str(tmp_path / "nope.pt")], "--init"), (["--patch-size", "21"], "patch_size")):
+        assert main(args[:-2] + ["--force", "--validation-patches", "8"] + bad) == 2
+        err = capsys.readouterr().err
+        assert word in err and len(err.strip().splitlines()) == 1, err
+
+
 @pytest.mark.parametrize("metric", ["disa"])
 def test_register_with_a_learned_metric_and_weights_file(tmp_path, capsys, metric):
     pairs = _pairs(tmp_path)

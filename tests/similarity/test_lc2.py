@@ -115,3 +115,20 @@ def test_lc2_patch_gradcheck():
     f = torch.rand(3, 1, 7, 7, generator=g, dtype=torch.float64, requires_grad=True)
     m = (f.detach() ** 2 + 0.5 * torch.rand(3, 1, 7, 7, generator=g, dtype=torch.float64)).requires_grad_(True)
     assert torch.autograd.gradcheck(lambda a, b: lc2_patch(a, b, radii=(2, 3), beta=1e-3), (f, m), atol=1e-6)
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_lc2_patch_map_equals_lc2_patch_of_the_patches_centred_at_each_interior_voxel(ndim):
+    from omnireg.similarity import lc2_patch_map
+
+    g = torch.Generator().manual_seed(ndim)
+    size = (24,) * ndim
+    f = torch.rand(1, 1, *size, generator=g, dtype=torch.float64)
+    m = 0.5 * f ** 2 + 0.3 * torch.rand(1, 1, *size, generator=g, dtype=torch.float64)
+    radii, sp = (2, 3, 5), [2.0] * ndim
+    out = lc2_patch_map(f, m, radii=radii, spacing=sp)
+    assert out.shape == f.shape
+    for c in [(6,) * ndim, (12,) * ndim, (17, 6, 11)[:ndim]]:  # 6 = max radius + 1 from the low border
+        sl = tuple(slice(x - 6, x + 7) for x in c)
+        ref = lc2_patch(f[(slice(None), slice(None)) + sl], m[(slice(None), slice(None)) + sl], radii=radii, spacing=sp)
+        torch.testing.assert_close(out[(0, 0) + c], ref[0], atol=1e-12, rtol=0)

@@ -107,7 +107,128 @@ def test_short_training_reduces_the_held_out_loss_and_resume_is_exact(tmp_path):
 def test_config_errors_name_the_field():
     with pytest.raises(ValueError, match="patch_size"):
         DISATrainConfig(patch_size=24)
+    with pytest.raises(ValueError, match="patch_size"):
+        DISATrainConfig(patch_size=21)  # 4 m + 1 with m odd: the centre is not a feature node
     with pytest.raises(ValueError, match="teacher"):
         DISATrainConfig(teacher="ssd")
     with pytest.raises(ValueError, match="radii"):
         DISATrainConfig(patch_size=9, radii=(3, 5))
+
+
+def test_grouped_batches_share_one_anchor_per_group_and_single_pairs_are_unchanged():
+    a, b = _pair(0)
+    sampler, cfg = _sampler([(a, b)], group_size=4, relative_weight=1.0)
+    p1, p2, t = sampler.batch(0, torch.Generator().manual_seed(2), augment=False)
+    assert p1.shape == (16, 1, 17, 17) and t.shape == (16,)
+    groups = p1.reshape(4, 4, -1)
+    torch.testing.assert_close(groups, groups[:, :1].expand_as(groups))  # one anchor per group
+    assert not torch.equal(p2[0], p2[1])  # its own offset per member
+    # augmented anchors stay shared (one augmentation per group)
+    q1, _, _ = sampler.batch(0, torch.Generator().manual_seed(2))
+    torch.testing.assert_close(q1.reshape(4, 4, -1), q1.reshape(4, 4, -1)[:, :1].expand(4, 4, -1))
+    # the relative loss is zero for a prediction that differs from the target by a constant per group
+    net = DISANet(DISAConfig(ndim=2))
+    with torch.no_grad():
+        plain = disa_loss(net, (p1, p2, t))
+        grouped = disa_loss(net, (p1, p2, t), group_size=4, relative_weight=1.0)
+    assert float(grouped) > float(plain)
+    with pytest.raises(ValueError, match="group_size"):
+        DISATrainConfig(batch_size=10, group_size=4)
+    with pytest.raises(ValueError, match="relative_weight"):
+        DISATrainConfig(relative_weight=1.0)
+
+
+def test_dense_crop_targets_are_the_patch_scores_at_the_feature_nodes():
+    from omnireg.similarity import lc2_patch_map
+    from omnireg.training.disa import dense_nodes
+
+    a, b = _pair(0)
+    sampler, cfg = _sampler([(a, b)], group_size=2, crop_size=29)
+    ga, gb = torch.Generator().manual_seed(4), torch.Generator().manual_seed(4)
+    A, B, t, w = sampler.dense_batch(0, ga, augment=False)
+    again = sampler.dense_batch(0, gb, augment=False)
+    for x, y in zip((A, B, t, w), again):
+        torch.testing.assert_close(x, y)
+    nodes = dense_nodes(29, 5)
+    assert nodes.tolist() == [2, 3, 4, 5]  # 4 k in [6, 22]
+    assert A.shape == (8, 1, 29, 29) and B.shape == (16, 1, 29, 29) and t.shape == (16, 16) and w.shape == (16, 16)
+    # each target is lc2_patch of the 17-voxel patches centred at that node
+    i, j = 3, 5  # member 3 (group 1), node (3, 5) -> voxel (12, 20)
+    ref = lc2_patch(A[1:2, :, 4:21, 12:29].double(), B[3:4, :, 4:21, 12:29].double(), radii=(3, 5))
+    torch.testing.assert_close(t[3, (nodes == i).nonzero().item() * 4 + (nodes == j).nonzero().item()].double(), ref[0], atol=1e-5, rtol=0)
+    torch.testing.assert_close(lc2_patch_map(A[1:2].double(), B[3:4].double(), radii=(3, 5))[0, 0, 12, 20], ref[0], atol=1e-12, rtol=0)
+    assert bool(((w > 0) & (w <= 1)).all())
+    with pytest.raises(ValueError, match="crop_size"):
+        DISATrainConfig(ndim=2, patch_size=17, radii=(3, 5), crop_size=15)
+
+
+def _within_group_pearson(pred, target, k):
+    p = pred.reshape(-1, k, pred.shape[-1]) if pred.ndim == 2 else pred.reshape(-1, k, 1)
+    t = target.reshape(p.shape)
+    p, t = p - p.mean(1, keepdim=True), t - t.mean(1, keepdim=True)
+    den = (p.norm(dim=1) * t.norm(dim=1)).clamp_min(1e-12)
+    ok = t.norm(dim=1) > 1e-3
+    return float(((p * t).sum(1) / den)[ok].mean())
+
+
+def test_dense_crop_loss_learns_how_the_score_changes_with_the_offset():
+    from omnireg.networks.disa import clip_norm
+    from omnireg.training.disa import dense_nodes, disa_dense_loss
+
+    a, _ = _pair(0, size=96)
+    sampler, cfg = _sampler([(a, a)], group_size=4, crop_size=33, sign_flip=0.0, intensity_shift=0.0,
+                            intensity_scale=(1.0, 1.0), patch_spacing_mm=1.0, background_fraction=0.0)
+    batch = sampler.dense_batch(0, torch.Generator().manual_seed(0))
+    nodes = torch.meshgrid(*([dense_nodes(33, 5)] * 2), indexing="ij")
+
+    def within(net):
+        with torch.no_grad():
+            f = clip_norm(net(torch.cat(batch[:2])))
+        fa, fb = f[:4][(slice(None), slice(None)) + nodes], f[4:][(slice(None), slice(None)) + nodes]
+        pred = (fa.repeat_interleave(4, 0) * fb).sum(1).reshape(16, -1)
+        return _within_group_pearson(pred, batch[2], 4)
+
+    torch.manual_seed(0)
+    net = DISANet(DISAConfig(ndim=2))
+    before = within(net)
+    opt = torch.optim.Adam(net.parameters(), lr=2e-3)
+    losses = []
+    for _ in range(150):
+        loss = disa_dense_loss(net, batch, radius=5, group_size=4, relative_weight=1.0)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    assert losses[-1] < 0.3 * losses[0]
+    # the dot products now follow the teacher across each place's offsets (an untrained network does not)
+    after = within(net)
+    assert after > 0.6 and after > before + 0.5, (before, after)
+
+
+def test_offset_profile_is_seeded_and_follows_the_teacher_for_a_perfect_predictor():
+    from omnireg.training.disa import offset_profile
+
+    a, b = _pair(0)
+    sampler, _ = _sampler([(a, b)])
+    net = DISANet(DISAConfig(ndim=2))
+    first, second = offset_profile(net, sampler, centres=16), offset_profile(net, sampler, centres=16)
+    assert first == second and len(first["pred_mean"]) == len(first["offsets_mm"]) == 6
+    assert first["teacher_mean"][0] > first["teacher_mean"][3] > first["teacher_mean"][5]
+
+
+def test_init_starts_from_a_model_and_refuses_another_architecture(tmp_path):
+    from omnireg.networks.store import save_model
+
+    a, b = _pair(0)
+    rows = [{"fixed": a, "moving": b, "split": "train"}]
+    start = DISANet(DISAConfig(ndim=2))
+    save_model(tmp_path / "start.pt", start, kind="disa")
+    cfg = DISATrainConfig(ndim=2, patch_size=17, batch_size=4, radii=(3, 5), fit=FitConfig(steps=1, lr=1e-9, warmup=1))
+    meta = train_disa(rows, tmp_path / "m.pt", config=cfg, init=tmp_path / "start.pt")
+    model, saved = load_model(tmp_path / "m.pt", kind="disa")
+    assert saved["init"] == str(tmp_path / "start.pt") and meta["init"] == saved["init"]
+    for (k, v), w in zip(start.state_dict().items(), model.state_dict().values()):
+        torch.testing.assert_close(v, w, atol=1e-6, rtol=0, msg=k)  # one step at lr 1e-9
+    save_model(tmp_path / "wide.pt", DISANet(DISAConfig(ndim=2, channels=(4, 8, 8))), kind="disa")
+    with pytest.raises(ValueError, match="init: .*wide.pt"):
+        train_disa(rows, tmp_path / "w.pt", config=cfg, init=tmp_path / "wide.pt")

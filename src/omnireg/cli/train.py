@@ -57,9 +57,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--teacher", choices=["lc2", "mi", "nmi", "mind"], default="lc2", help="the exact patch similarity to learn")
     d.add_argument("--steps", type=int, default=1000, help="optimiser steps")
     d.add_argument("--batch-size", type=int, default=None, help="patch pairs per step (default 24 in 3D, 32 in 2D)")
-    d.add_argument("--patch-size", type=int, default=None, help="patch size in voxels, 4 m + 1 (default 21 in 3D, 41 in 2D)")
+    d.add_argument("--patch-size", type=int, default=None, help="patch size in voxels, 8 m + 1 (default 25 in 3D, 41 in 2D)")
     d.add_argument("--patch-spacing", type=float, default=2.0, help="patch voxel size in mm")
     d.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate")
+    d.add_argument("--group-size", type=int, default=1,
+                   help="pairs per anchor patch (one centre, several offsets); must divide the batch size")
+    d.add_argument("--relative-weight", type=float, default=0.0,
+                   help="weight of the within-group loss (differences between a group's offsets; needs --group-size >= 2)")
+    d.add_argument("--crop-size", type=int, default=0,
+                   help="train on whole crops of this size (4 m + 1 voxels): every interior feature node is a target "
+                        "(default 0: one centre feature per patch, as published)")
+    d.add_argument("--init", default=None, metavar="MODEL",
+                   help="start from the weights of this DISA model file (same architecture) instead of random ones")
     d.add_argument("--seed", type=int, default=0, help="random seed (weights and batches)")
     d.add_argument("--checkpoint-every", type=int, default=50, help="steps between checkpoints")
     d.add_argument("--validation-patches", type=int, default=1000, help="held-out patch pairs in the report")
@@ -90,18 +99,21 @@ def run(args: argparse.Namespace) -> int:
     pairs = input_path(args.pairs, "--pairs")
     val = input_path(args.validation_pairs, "--validation-pairs") if args.validation_pairs else None
     out = output_path(args.out, "--out", force=args.force or args.resume)
+    init = input_path(args.init, "--init") if args.init else None
     if args.threads:
         torch.set_num_threads(int(args.threads))
-    size = args.patch_size or (21 if args.ndim == 3 else 41)
+    size = args.patch_size or (25 if args.ndim == 3 else 41)
     config = DISATrainConfig(
         ndim=args.ndim, patch_size=size, patch_spacing_mm=args.patch_spacing, batch_size=args.batch_size or (24 if args.ndim == 3 else 32),
         teacher=args.teacher, validation_patches=args.validation_patches,
+        group_size=args.group_size, relative_weight=args.relative_weight, crop_size=args.crop_size,
         fit=FitConfig(steps=args.steps, lr=args.lr, seed=args.seed, checkpoint_every=args.checkpoint_every),
     )
     progress = TrainProgress(not getattr(args, "quiet", False), f"train disa {args.ndim}D")
     command = command_line(args)
     try:
-        meta = train_disa(pairs, out, config=config, validation_pairs=val, resume=args.resume, progress=progress, command=command)
+        meta = train_disa(pairs, out, config=config, validation_pairs=val, resume=args.resume, progress=progress,
+                          command=command, init=init)
     finally:
         progress.close()
     v = meta.get("validation") or {}

@@ -30,14 +30,14 @@ Mask semantics:
     ``ValueError("mask: empty support ...")``.
 
 Measures: :func:`mse`, :func:`ncc`, :func:`lncc`, :func:`mi`, :func:`nmi`, :func:`ngf`, :func:`lc2`
-(dense) and :func:`lc2_patch` (patch pairs), :func:`mind` (with :func:`mind_ssc_descriptor`); learned:
+(dense), :func:`lc2_patch` (patch pairs) and :func:`lc2_patch_map` (patch scores at every voxel), :func:`mind` (with :func:`mind_ssc_descriptor`); learned:
 :class:`DISA` (feature dot product, :func:`feature_dot`) and :class:`MAD` (learned patch distance).
 """
 
 from .base import SimilarityFactory, SimilarityMeasure, available_similarities, get_similarity, register_similarity
 from .enums import EpsMode, Kernel, LengthUnit, Metric, ParzenWindow
 from .disa import DISA, feature_dot
-from .lc2 import LC2, lc2, lc2_patch
+from .lc2 import LC2, lc2, lc2_patch, lc2_patch_map
 from .lncc import LNCC, lncc
 from .mad import MAD
 from .mi import MI, NMI, joint_histogram, mi, nmi
@@ -69,6 +69,7 @@ __all__ = [
     "joint_histogram",
     "lc2",
     "lc2_patch",
+    "lc2_patch_map",
     "lncc",
     "mi",
     "mind",

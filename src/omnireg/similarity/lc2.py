@@ -35,7 +35,7 @@ from ._common import (
 from .base import SimilarityMeasure, register_similarity
 from .enums import Kernel, Metric
 
-__all__ = ["LC2", "lc2", "lc2_patch"]
+__all__ = ["LC2", "lc2", "lc2_patch", "lc2_patch_map"]
 
 
 def _residual(c_ff, c_fg, c_gg, c_fm, c_gm, c_mm, scale, alpha: float) -> torch.Tensor:
@@ -216,6 +216,47 @@ def lc2_patch(
         score = (var - res) / torch.clamp(var, min=beta)
         scores.append(score.clamp(0.0, 1.0))
     return torch.stack(scores, dim=1).mean(1)
+
+
+def lc2_patch_map(
+    fixed: torch.Tensor,
+    moving: torch.Tensor,
+    *,
+    radii: Sequence[int] = (3, 5, 7),
+    alpha: float = 1e-3,
+    beta: float = 1e-2,
+    spacing: object = None,
+) -> torch.Tensor:
+    """:func:`lc2_patch` at every voxel: the score of the windows centred there, by box filters.
+
+    ``out[x]`` equals ``lc2_patch`` of the patches of ``fixed`` and ``moving`` centred at ``x`` wherever
+    the largest window and the gradient's stencil stay inside the images (``max(radii) + 1`` voxels from
+    every border); nearer the borders the windows are cut (zero-padded sums), so those values are not
+    the patch score. Used to train DISA on whole crops (many targets per network evaluation).
+
+    Args:
+        fixed, moving: ``(N, 1, *S)`` images on the same grid.
+        radii, alpha, beta, spacing: as in :func:`lc2_patch`.
+
+    Returns:
+        ``(N, 1, *S)`` scores in ``[0, 1]``.
+    """
+    fixed, moving = check_pair(fixed, moving, channels=1)
+    d = fixed.ndim - 2
+    spacing = check_spacing(spacing, d)
+    radii, alpha, beta = _check_patch(radii, alpha, beta)
+    g = safe_norm(gradient(fixed, spacing), 2)
+    f, m = fixed, moving
+    stack = torch.cat([f, g, m, f * f, f * g, g * g, f * m, g * m, m * m], dim=1)
+    scores = []
+    for r in radii:
+        kernels = [kernel_1d(Kernel.BOX, 2 * r + 1, dtype=fixed.dtype, device=fixed.device)] * d
+        e = separable_filter(stack, kernels)  # window means (the box kernels sum to 1)
+        mf, mg, mm, eff, efg, egg, efm, egm, emm = e.unbind(1)
+        var = (emm - mm * mm).clamp_min(0)
+        res = _residual(eff - mf * mf, efg - mf * mg, egg - mg * mg, efm - mf * mm, egm - mg * mm, var, eff + egg, alpha)
+        scores.append(((var - res) / var.clamp_min(beta)).clamp(0.0, 1.0))
+    return torch.stack(scores, dim=1).mean(1, keepdim=True)
 
 
 class LC2(SimilarityMeasure):
