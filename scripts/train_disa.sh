@@ -22,5 +22,11 @@ omnireg -v train disa --pairs "$WORK/pairs.csv" --out "$WORK/disa_3d.pt" --ndim 
 omnireg -v train disa --pairs "$WORK/pairs.csv" --out "$WORK/disa_3d.pt" --ndim 3 --patch-size 21 --steps 3000 --batch-size 24 --seed 0 --threads 1 --resume
 # then continued to 5000 steps (the held-out correlation was still rising), on 2 threads
 omnireg -v train disa --pairs "$WORK/pairs.csv" --out "$WORK/disa_3d.pt" --ndim 3 --patch-size 21 --steps 5000 --batch-size 24 --seed 0 --threads 2 --resume
+# (the four commands above ran at commit 6b49f7b, which still accepted --patch-size 21; from then on patch sizes
+# are 8 m + 1, since with 21 the compared "centre" feature sat 2 voxels off-centre per axis)
+# fine-tuned from that model on dense 41^3 crops in groups of 4 offsets with the within-group loss
+# (src/omnireg/data/weights/DISA.md, "The offset profile"): 2000 steps on 2 threads
+mv "$WORK/disa_3d.pt" "$WORK/disa_3d_v1.pt"
+omnireg -v train disa --pairs "$WORK/pairs.csv" --out "$WORK/disa_3d.pt" --ndim 3 --steps 2000 --batch-size 8 --group-size 4 --relative-weight 1.0 --crop-size 41 --init "$WORK/disa_3d_v1.pt" --seed 0 --threads 2 --checkpoint-every 100
 omnireg -v train disa --pairs "$WORK/pairs2d.csv" --out "$WORK/disa_2d.pt" --ndim 2 --patch-size 41 --steps 5000 --batch-size 32 --seed 0 --threads 1
 cp "$WORK"/disa_3d.pt "$WORK"/disa_2d.pt "$WORK"/disa_3d.validation.* "$WORK"/disa_2d.validation.* src/omnireg/data/weights/

@@ -17,12 +17,28 @@ For every training step (all randomness from the step's generator, :mod:`omnireg
    MI and NMI are invariant to them);
 5. loss = mean squared error between ``<f(P1), f(P2)>`` (centre feature vectors, norm at most 1) and ``s``.
 
-Differences from the published recipe (scaled to 2 CPU cores): 3D patches of 21^3 and 2D patches of
-41^2 (not 33^3 cut from 51^3; 21^3 is the smallest size holding LC2's radius-7 window with a margin and
-is 4x cheaper), a batch of 24 (3D) / 32 (2D) for a few thousand steps (minutes to half an hour on one
-core instead of many GPU epochs); the frame is applied while sampling in world space, so no larger
-patch is cut first; a cosine learning-rate schedule after a short warm-up; a quarter of the centres
-anywhere in the image (background included).
+Two options change what one step teaches (both off by default, both measured in
+``src/omnireg/data/weights/DISA.md``):
+
+- **Groups** (``group_size`` K > 1, ``relative_weight`` > 0): the pairs come in groups of K that share
+  one anchor patch and differ only by their offsets, and the loss adds ``relative_weight`` times the
+  squared error of the within-group deviations (prediction and target minus their group means). The
+  plain loss is dominated by how similar two places are at all; registration needs how the similarity
+  changes with the offset at one place (:func:`offset_profile` measures exactly that).
+- **Dense crops** (``crop_size`` > 0): instead of one centre feature per patch, whole crops of
+  ``crop_size`` voxels are compared at every interior feature node (:meth:`DISAPairSampler.dense_batch`,
+  :func:`disa_dense_loss`): the target at a node is the teacher's score of the patches centred there
+  (:func:`omnireg.similarity.lc2_patch_map`), so one network evaluation yields hundreds of targets instead
+  of one, and the features are computed in context as at registration time (no patch border a few
+  voxels from the compared node).
+
+Differences from the published recipe (scaled to 2 CPU cores): 3D patches of 25^3 (21^3 before this was
+found: with ``4 m + 1`` voxels and ``m`` odd the centre voxel is not a feature node, and the "centre"
+feature sat 2 voxels off-centre per axis; sizes are now ``8 m + 1``) and 2D patches of 41^2 (not 33^3 cut
+from 51^3), a batch of 24 (3D) / 32 (2D) for a few thousand steps (minutes to an hour on one or two cores
+instead of many GPU epochs); the frame is applied while sampling in world space, so no larger patch is cut
+first; a cosine learning-rate schedule after a short warm-up; a quarter of the centres anywhere in the
+image (background included); optionally the groups and dense crops above.
 """
 
 from __future__ import annotations
