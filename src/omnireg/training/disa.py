@@ -305,6 +305,13 @@ def _predict(model: DISANet, p1: torch.Tensor, p2: torch.Tensor, group_size: int
     return (f1 * f[n:]).sum(1)
 
 
+def _within_group_error(pred: torch.Tensor, target: torch.Tensor, group_size: int) -> torch.Tensor:
+    """Mean squared error of the deviations from their group means (groups of ``group_size`` consecutive rows)."""
+    dp = pred.reshape(-1, group_size, *pred.shape[1:])
+    dt = target.reshape(dp.shape)
+    return F.mse_loss(dp - dp.mean(1, keepdim=True), dt - dt.mean(1, keepdim=True))
+
+
 def disa_loss(
     model: DISANet, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor], *, group_size: int = 1, relative_weight: float = 0.0
 ) -> torch.Tensor:
@@ -321,9 +328,7 @@ def disa_loss(
     pred = _predict(model, p1, p2, group_size)
     loss = F.mse_loss(pred, t)
     if relative_weight > 0 and group_size > 1:
-        dp = pred.reshape(-1, group_size)
-        dt = t.reshape(-1, group_size)
-        loss = loss + relative_weight * F.mse_loss(dp - dp.mean(1, keepdim=True), dt - dt.mean(1, keepdim=True))
+        loss = loss + relative_weight * _within_group_error(pred, t, group_size)
     return loss
 
 
@@ -345,9 +350,7 @@ def disa_dense_loss(
     pred = (fa.repeat_interleave(group_size, dim=0) * fb).sum(1)  # (G K, n)
     loss = (w * (pred - t) ** 2).sum() / w.sum()
     if relative_weight > 0 and group_size > 1:
-        dp = pred.reshape(n_a, group_size, -1)
-        dt = t.reshape(n_a, group_size, -1)
-        loss = loss + relative_weight * F.mse_loss(dp - dp.mean(1, keepdim=True), dt - dt.mean(1, keepdim=True))
+        loss = loss + relative_weight * _within_group_error(pred, t, group_size)
     return loss
 
 
