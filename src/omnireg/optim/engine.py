@@ -248,6 +248,22 @@ class _LevelProblem:
         self.moving_mask = moving_mask
         self.channels = moving.data.shape[1]
         self.stack = torch.cat([moving.data, *extra], dim=1)
+        #: learned moving features recomputed in the fixed frame (:meth:`reorient`), or None
+        self.reoriented = None
+
+    def reorient(self, matrix: np.ndarray, tol_mm: float = 0.0) -> bool:
+        """Recompute the moving features in the fixed frame through ``matrix`` (fixed world -> moving world;
+        :class:`omnireg.optim.reorient.ReorientedMoving`) unless the field of view moved at most ``tol_mm``
+        since they were computed. Returns whether they were recomputed (always False for other problems)."""
+        if self.reoriented is None or self.reoriented.moved_mm(matrix) <= tol_mm:
+            return False
+        feats, extra, _, vox_from_world = self.reoriented.features(matrix)
+        dtype = self.fixed_data.dtype
+        self.channels = feats.shape[1]
+        self.stack = torch.cat([feats, extra], dim=1).to(dtype)
+        self.moving_mask = extra[:, 1:] if extra.shape[1] > 1 else None
+        self.vox_from_world = torch.as_tensor(vox_from_world, dtype=dtype, device=self.stack.device)
+        return True
 
     def loss_from_points(self, moving_world: torch.Tensor) -> torch.Tensor:
         """Loss (K,) for moving-space world points ``(K, *S, D)`` of the fixed level grid."""
@@ -284,6 +300,14 @@ class _LevelProblem:
             # overlap keep their constant
             loss = torch.where(valid, loss * mask.reshape(k, -1).sum(1) / self.fixed_total, loss)
         return loss
+
+
+def _subset(stage: StageConfig, grid: Grid, metric: nn.Module) -> int:
+    """Number of fixed points a linear stage of a point-wise metric samples (0: all)."""
+    if not stage.kind.is_linear:
+        return 0
+    n = int(round(grid.numel * float(stage.sampling)))
+    return min(n, int(stage.max_points)) if stage.max_points else n
 
 
 def _regrid(data: torch.Tensor, src: Grid, dst: Grid, interp: str) -> torch.Tensor:
@@ -397,7 +421,7 @@ def register(
 
     feature_cache: dict = {}
 
-    def problem(stage: StageConfig, li: int) -> _LevelProblem:
+    def problem(stage: StageConfig, li: int, current: np.ndarray | None = None) -> _LevelProblem:
         fl, ml, fm, mm = levels_for(stage, li)
         metric = metric_for(stage)
         name = stage.metric.lower()
@@ -417,23 +441,34 @@ def register(
         elif hasattr(metric, "feature_level"):
             # learned feature metrics (DISA): feature maps computed once per level on their own grid
             # (e.g. stride 4); masks follow onto that grid
+            reorient = int(getattr(metric, "reorient", 0) or 0) > 0
             if key not in feature_cache:
                 ff, fgrid = metric.feature_level(fl.data[:, :1], fl.grid, dense=getattr(metric, "fixed_points", "") == "dense")
-                mf, mgrid = metric.feature_level(ml.data[:, :1], ml.grid, dense=False, moving=True)
                 fm2 = None if fm is None else (_regrid(fm, fl.grid, fgrid, "nearest") > 0.5).to(dtype)
-                mm2 = None if mm is None else _regrid(mm, ml.grid, mgrid, "linear")
-                feature_cache[key] = (Level(ff, fgrid), Level(mf, mgrid), fm2, mm2)
-            fl, ml, fm, mm = feature_cache[key]
+                if reorient:
+                    from .reorient import ReorientedMoving
+
+                    frame = ReorientedMoving(metric, fgrid, ml.data, ml.grid, mm)
+                    mf, extra, mgrid, _ = frame.features(np.eye(d + 1))
+                    feature_cache[key] = (Level(ff, fgrid), Level(mf, mgrid), fm2, extra[:, 1:] if extra.shape[1] > 1 else None, frame)
+                else:
+                    mf, mgrid = metric.feature_level(ml.data[:, :1], ml.grid, dense=False, moving=True)
+                    mm2 = None if mm is None else _regrid(mm, ml.grid, mgrid, "linear")
+                    feature_cache[key] = (Level(ff, fgrid), Level(mf, mgrid), fm2, mm2, None)
+            fl, ml, fm, mm, frame = feature_cache[key]
             metric = metric.feature_similarity()
+            if frame is not None:
+                prob = _LevelProblem(fl, ml, fm, None, metric, _regularizers(stage), generator=generator,
+                                     points_subset=_subset(stage, fl.grid, metric))
+                prob.reoriented = frame
+                prob.reorient(np.eye(d + 1) if current is None else current)
+                return prob
         elif hasattr(metric, "sample_locations") and stage.kind.is_linear:
             # patch metrics (MAD): fixed-space patches placed once per level (seeded), resampled from the
             # moving image through the transform at every evaluation
             locations = metric.sample_locations(fl.data[:, :1], fl.grid, fm, generator)
             return _LevelProblem(fl, ml, None, mm, metric, _regularizers(stage), locations=locations)
-        subset = 0
-        if stage.kind.is_linear and (name in POINTWISE_METRICS or getattr(metric, "pointwise", False)):
-            n = int(round(fl.grid.numel * float(stage.sampling)))
-            subset = min(n, int(stage.max_points)) if stage.max_points else n
+        subset = _subset(stage, fl.grid, metric) if name in POINTWISE_METRICS or getattr(metric, "pointwise", False) else 0
         return _LevelProblem(fl, ml, fm, mm, metric, _regularizers(stage), points_subset=subset, generator=generator)
 
     def deform_points(points: torch.Tensor) -> torch.Tensor:
@@ -504,20 +539,39 @@ def register(
                     loss = loss + weight * fn(fields[id(g)], g)
             return loss
 
+        def current_matrix() -> np.ndarray:
+            """The current estimate fixed world -> moving world (the linear part in deformable stages)."""
+            if not kind.is_linear:
+                return linear
+            with torch.no_grad():
+                return (lin_t @ scaled.call("matrix"))[0].detach().cpu().double().numpy()
+
         for li in range(n_levels):
             tl = time.perf_counter()
-            prob = problem(stage, li)
+            prob = problem(stage, li, current_matrix())  # reoriented problems: features at the current estimate
             hist = LevelHistory(si, li, kind.value, stage.metric, float(stage.shrink[li]))
             history.append(hist)
+            # learned moving features recomputed in the fixed frame (DISA ``reorient``): before every start
+            # of the global search and every ``every`` iterations of a linear stage
+            every = int(getattr(prob.reoriented.metric, "reorient", 0)) if prob.reoriented is not None and kind.is_linear else 0
+            # (skipped while the fixed field of view moved less than a voxel since the last computation)
+            tol = float(min(prob.reoriented.ref.spacing)) if every else 0.0
+            refresh = (lambda: prob.reorient(current_matrix(), tol)) if every else None
             if li == 0 and stage.global_search and kind.is_linear:
-                global_rotation_search(scaled, stage, prob, stage_loss, d, hist, emit, si, n_stages, n_levels)
+                global_rotation_search(scaled, stage, prob, stage_loss, d, hist, emit, si, n_stages, n_levels, refresh=refresh)
             iters = int(stage.iterations[li])
             if iters > 0:
                 opt = as_enum(stage.optimizer, Optimizer, "optimizer")
-                if opt is Optimizer.BOBYQA:
-                    bobyqa(scaled, lambda: stage_loss(prob), iters, hist, step=2.0)
-                else:
-                    gradient_descent(scaled, lambda: stage_loss(prob).sum(), opt, iters, stage, hist, emit, si, n_stages, li, n_levels)
+                chunks = [iters] if not every else [min(every, iters - i) for i in range(0, iters, every)]
+                for ci, n_it in enumerate(chunks):
+                    if refresh is not None:
+                        refresh()
+                    if opt is Optimizer.BOBYQA:
+                        bobyqa(scaled, lambda: stage_loss(prob), n_it, hist, step=2.0)
+                    else:
+                        gradient_descent(scaled, lambda: stage_loss(prob).sum(), opt, n_it, stage, hist, emit, si, n_stages, li, n_levels)
+                    if ci > 0 and hist.converged:
+                        break
             hist.runtime_s = time.perf_counter() - tl
             log.info(
                 "stage %d (%s, %s) level %d/%d: loss %.5g -> %.5g in %d iterations (%.2fs)",

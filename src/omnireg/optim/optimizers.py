@@ -109,8 +109,13 @@ def _rotation_candidates(d: int, angles_deg: Sequence[float]) -> list[np.ndarray
     return cands
 
 
-def global_rotation_search(scaled, stage, prob, stage_loss, d, hist, emit, si, n_stages, n_levels, keep: int = 3) -> None:
-    """Multi-start over rotations about each axis, scored in one batch, then BOBYQA on the best ``keep``."""
+def global_rotation_search(scaled, stage, prob, stage_loss, d, hist, emit, si, n_stages, n_levels, keep: int = 3,
+                           refresh=None) -> None:
+    """Multi-start over rotations about each axis, scored one by one, then BOBYQA on the best ``keep``.
+
+    ``refresh`` (optional) is called at every start pose before it is scored or refined (learned moving
+    features recomputed in the fixed frame through that pose).
+    """
     names = scaled.names
     rot_name = next((n for n in names if "rot" in n.lower() or "angle" in n.lower()), None)
     if rot_name is None:
@@ -124,6 +129,8 @@ def global_rotation_search(scaled, stage, prob, stage_loss, d, hist, emit, si, n
     for c in cands:
         with torch.no_grad():
             scaled.z[idx].copy_(torch.as_tensor(c, dtype=scale.dtype).reshape(scale.shape) / scale)
+            if refresh is not None:
+                refresh()
             val = float(stage_loss(prob).sum())
         results.append((val, [z.detach().clone() for z in scaled.z]))
         hist.losses.append(val)
@@ -133,6 +140,8 @@ def global_rotation_search(scaled, stage, prob, stage_loss, d, hist, emit, si, n
         with torch.no_grad():
             for z, v in zip(scaled.z, zs):
                 z.copy_(v)
+        if refresh is not None:
+            refresh()
         refined = bobyqa(scaled, lambda: stage_loss(prob), 60 * len(scaled.flat()) // 6 + 40, hist, step=4.0)
         if refined < best_val:
             best_val, best_z = refined, [z.detach().clone() for z in scaled.z]
