@@ -110,7 +110,8 @@ def test_reorient_option_is_validated():
 
 
 def test_shipped_3d_model_with_reorientation_recovers_a_30_degree_rotation_without_search():
-    """Bundled T1 vs synthetic T2w, rotated 30 deg about S and shifted 10 mm; one rigid stage, no initialiser."""
+    """Bundled T1 vs synthetic T2w (moving field of view 50 mm larger per side), rotated 30 deg about S and shifted
+    10 mm; one rigid stage, no initialiser, no search."""
     from omnireg.data import sample_path
     from omnireg.io import load_image
     from omnireg.optim import preset, register
@@ -120,11 +121,16 @@ def test_shipped_3d_model_with_reorientation_recovers_a_30_degree_rotation_witho
     mask = t1.data[0] > 0.1 * t1.data.max()
     centre = t1.grid.transform_points(np.argwhere(mask.numpy()).mean(0), "voxel", "world")
     m = affine_matrix(ndim=3, rotation_deg=(0.0, 0.0, 30.0), translation_mm=(6.0, -8.0, 0.0), center=centre)
-    case = make_known_case(t1, matrix=m, moving_source=t2, bias=0.2, noise=0.02, seed=0)
+    g = t1.grid
+    extra = np.full(3, 25)  # the moving field of view: the fixed one plus 50 mm per side
+    origin = g.transform_points(-extra.astype(np.float64), "voxel", "world")
+    moving_grid = Grid(tuple(int(n) for n in np.asarray(g.shape) + 2 * extra), g.spacing, tuple(origin.tolist()), g.direction)
+    case = make_known_case(t1, matrix=m, moving_source=t2, moving_grid=moving_grid, bias=0.2, noise=0.02, seed=0)
     cfg = preset("rigid")
     cfg.init = "none"
     st = cfg.stages[0]
     st.metric, st.metric_options, st.shrink, st.iterations, st.smoothing_mm, st.global_search = "disa", {"reorient": 10}, [2, 1], [60, 30], None, False
     res = register(case.fixed, case.moving, config=cfg)
     err = float(case.target_error(res.transform, mask=mask).detach().mean())
-    assert err < 2.0, err
+    # measured: 1.36 mm with reorientation, 2.22 mm without (same case, same stage)
+    assert err < 1.8, err
