@@ -11,7 +11,8 @@ Parts (all in one run, one JSON):
 
 (a)/(b) **accuracy and time**: a known affine (rotations 8/-6/10 deg, translations 8/-10/6 mm, scales
     1.07/0.93/1.04) recovered by a rigid + affine registration (moments initialisation, global search) with
-    each metric: DISA (the shipped 3D model; pyramid 2-1), exact LC2, NMI (32 bins), MIND (pyramid 2-1).
+    each metric: DISA (the shipped 3D model; pyramid 2-1), DISA with the moving features recomputed in the
+    fixed frame every 10 iterations (``reorient=10``, ``disa-reorient``), exact LC2, NMI (32 bins), MIND (pyramid 2-1).
     Reported: mean target error over the brain, run time, and DISA's speed-up over LC2.
 (c) **capture range**: rigid poses (rotation 0-60 deg about a world axis through the brain centre, plus a
     0-40 mm translation in a seeded random direction), one rigid stage with no initialiser and no global
@@ -38,16 +39,23 @@ import _common as C
 
 AXES = ("R", "A", "S")
 DATASETS = ("synthetic", "spm-t2", "spm-pd")
-METRICS = ("disa", "lc2", "nmi", "mind")
-CAPTURE_METRICS = ("disa", "lc2", "nmi")
+METRICS = ("disa", "disa-reorient", "lc2", "nmi", "mind")
+CAPTURE_METRICS = ("disa", "disa-reorient", "lc2", "nmi")
+#: benchmark variants of a metric: (metric, options)
+VARIANTS = {"disa-reorient": ("disa", {"reorient": 10})}
 SUCCESS_MM = 2.0
+#: ``--disa-weights``: a DISA model file to benchmark instead of the shipped one (None: shipped)
+DISA_WEIGHTS = None
 TRUE_AFFINE = dict(rotation_deg=(8.0, -6.0, 10.0), translation_mm=(8.0, -10.0, 6.0), scale=(1.07, 0.93, 1.04))
 
 
 def stage_setup(st, metric: str, quick: bool) -> None:
     """Metric, options and pyramid of one stage."""
+    metric, options = VARIANTS.get(metric, (metric, {}))
     st.metric = metric
-    st.metric_options = {"bins": 32} if metric == "nmi" else {}
+    st.metric_options = {"bins": 32} if metric == "nmi" else dict(options)
+    if metric == "disa" and DISA_WEIGHTS:
+        st.metric_options["weights"] = DISA_WEIGHTS
     if metric in ("disa", "mind"):
         # DISA resamples to its 2 mm model spacing (stride-4 features); MIND fails at >= 8 mm voxels
         st.shrink, st.iterations, st.smoothing_mm = [2, 1], [60, 30], None
@@ -114,10 +122,10 @@ def correlation(dataset, data, n: int) -> dict:
     from omnireg.training.disa import DISAPairSampler, DISATrainConfig, disa_validation
     from omnireg.training.patches import load_training_volume
 
-    model = load_disa_model(None, 3)
+    model = load_disa_model(DISA_WEIGHTS, 3)
     import torch
 
-    meta = torch.load(resolve_weights(None, "disa", 3), weights_only=True)["meta"]
+    meta = torch.load(resolve_weights(DISA_WEIGHTS, "disa", 3), weights_only=True)["meta"]
     tc = meta.get("train_config", {})
     size = int(tc.get("patch_size", 25))
     size += -(size - 1) % 8  # centre patches need 8 m + 1 voxels (models trained on 21 are read at 25)
@@ -161,12 +169,20 @@ def main(argv=None) -> int:
     p.add_argument("--datasets", nargs="+", choices=DATASETS)
     p.add_argument("--parts", nargs="+", choices=("accuracy", "capture", "correlation"),
                    default=["accuracy", "capture", "correlation"])
+    p.add_argument("--metrics", nargs="+", choices=METRICS, help="metrics to run (default: all)")
+    p.add_argument("--disa-weights", type=Path, help="DISA model file to benchmark (default: the shipped 3D model)")
     p.add_argument("--patches", type=int, default=1000, help="patch pairs per dataset for the correlation")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", type=Path, default=C.default_json("disa"))
     args = p.parse_args(argv)
     C.set_threads(args.threads)
+    global DISA_WEIGHTS
+    if args.disa_weights is not None:
+        if not args.disa_weights.is_file():
+            p.error(f"--disa-weights: {args.disa_weights} is not a file")
+        DISA_WEIGHTS = str(args.disa_weights.resolve())
+    metrics = args.metrics or list(METRICS)
     import logging
 
     logging.getLogger("omnireg").setLevel(logging.ERROR)
@@ -176,7 +192,7 @@ def main(argv=None) -> int:
     quick = not args.full
     datasets = args.datasets or (["synthetic", "spm-t2"] if quick else list(DATASETS))
     axes, angles, trans = (("S",), (0, 30, 60), (0, 40)) if quick else (AXES, (0, 15, 30, 45, 60), (0, 20, 40))
-    out = {"machine": C.machine_info(args.threads), "quick": quick, "accuracy": [], "capture": [], "correlation": []}
+    out = {"machine": C.machine_info(args.threads), "quick": quick, "disa_weights": DISA_WEIGHTS or "shipped", "accuracy": [], "capture": [], "correlation": []}
     for ds in datasets:
         data = load_dataset(ds)
         if data is None:
@@ -192,7 +208,7 @@ def main(argv=None) -> int:
                   f"{prof['teacher_mean']} at {prof['offsets_mm']} mm", flush=True)
         if "accuracy" in args.parts:
             case = make_case(ds, data, affine_matrix(ndim=3, center=brain_centre(data), **TRUE_AFFINE), args.seed)
-            for metric in METRICS:
+            for metric in [m for m in METRICS if m in metrics]:
                 rec = {"dataset": ds, "metric": metric, **run_one(case, mask, affine_config(metric, quick))}
                 out["accuracy"].append(rec)
                 print(f"(a) {ds:9s} {metric:5s} {C.fmt(rec['mean_mm'])} mm {rec['runtime_s']:6.1f} s", flush=True)
@@ -200,7 +216,7 @@ def main(argv=None) -> int:
             centre = brain_centre(data)
             for pose in poses(axes, angles, trans, args.seed):
                 case = make_case(ds, data, pose_matrix(pose, centre), args.seed)
-                for metric in CAPTURE_METRICS:
+                for metric in [m for m in CAPTURE_METRICS if m in metrics]:
                     rec = {"dataset": ds, "metric": metric, **{k: pose[k] for k in ("axis", "angle_deg", "translation_mm")},
                            **run_one(case, mask, capture_config(metric, quick))}
                     out["capture"].append(rec)
@@ -214,7 +230,7 @@ def main(argv=None) -> int:
             recs = {r["metric"]: r for r in out["accuracy"] if r["dataset"] == ds}
             lc2 = recs.get("lc2", {}).get("runtime_s")
             for m, r in recs.items():
-                speed = lc2 / r["runtime_s"] if lc2 and m == "disa" else None
+                speed = lc2 / r["runtime_s"] if lc2 and m.startswith("disa") else None
                 rows.append([ds, m, C.fmt(r["mean_mm"]), C.fmt(r["runtime_s"], 1), C.fmt(speed, 1)])
         print("\n(a)/(b) known affine: mean target error and time\n" + C.table(["dataset", "metric", "error mm", "time s", "x faster than lc2"], rows))
     if out["capture"]:
