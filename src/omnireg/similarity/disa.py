@@ -141,10 +141,11 @@ class DISA(SimilarityMeasure):
             and every ``reorient`` iterations of a linear stage while the orientation changed by more than a
             voxel at the field of view's corners (0: off, the moving features of the image as stored). The
             network is not rotation-equivariant: without this a pose 30 deg from the identity compares
-            features of differently oriented anatomy. Measured (``benchmarks/disa.py`` cases, README): on the
-            bundled T1/T2w pair the 30 deg capture poses end at 1.4-1.5 mm instead of 2.6-2.8 mm and the known
-            affine at 1.9 mm instead of 2.3 mm, at about twice the run time; on SPM T1/T2 no gain (2.9 mm
-            against 2.4 mm).
+            features of differently oriented anatomy. Measured (``benchmarks/disa.py --quick``, README): on the
+            bundled T1/T2w pair the two 30 deg capture poses end at 1.4 mm instead of 2.6-2.8 mm (capture
+            4/6 instead of 2/6), but the 60 deg poses diverge (50-57 mm instead of 4.4-6.7 mm) and the known
+            affine (moments + global search) ends at 2.65 mm instead of 2.32 mm in 1.6x the time; on SPM
+            T1/T2 no gain (capture 0/6 either way, known affine 2.90 against 2.38 mm). Off by default.
     """
 
     metric = Metric.DISA.value
