@@ -181,3 +181,24 @@ def test_interpolated_moving_features_are_not_biased_towards_the_feature_lattice
         best[restore] = shifts[int(np.argmax(vals))]
     assert best[False] == -1.0  # plain interpolation: the optimum is where the lattices coincide
     assert abs(best[True]) <= 0.25, best  # norm_restore: at the true alignment
+
+
+def test_scores_equal_forward_with_the_fixed_features_computed_once(monkeypatch, tmp_path):
+    """DISA.scores (the engine's before/after similarity) = forward per moving image, one fixed extraction."""
+    torch.manual_seed(0)
+    path = save_model(tmp_path / "m.pt", DISANet(DISAConfig(ndim=2, patch_spacing_mm=2.0)), kind="disa")
+    metric = DISA(weights=str(path))
+    g = torch.Generator().manual_seed(1)
+    f = torch.rand((1, 1, 40, 36), generator=g)
+    ms = [torch.rand((1, 1, 40, 36), generator=g) for _ in range(2)]
+    ws = [None, (torch.rand((1, 1, 40, 36), generator=g) > 0.4).float()]
+    expected = [metric(f, m, mask=w, spacing=(2.0, 2.0)) for m, w in zip(ms, ws)]
+    calls = []
+    real = metric.feature_level
+    monkeypatch.setattr(metric, "feature_level", lambda *a, **k: calls.append(1) or real(*a, **k))
+    got = metric.scores(f, ms, ws, spacing=(2.0, 2.0))
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert len(calls) == 3  # the fixed image once, each moving image once
+    with pytest.raises(ValueError, match="masks"):
+        metric.scores(f, ms, ws[:1])

@@ -648,12 +648,26 @@ def _final_metrics(fixed, moving, total, stage, metric, fmask, device) -> tuple[
         data = moving.data.to(torch.float32)
         stacked = moving.with_data(torch.cat([data, torch.ones_like(data[:1])]))
         c = data.shape[0]
+        pairs = []
         for t in (T.Affine(ndim=fixed.ndim, dtype=torch.float32), total):
             both = T.resample(stacked, t, onto=fixed.grid, interp="linear").batch().to(device)
             img, support = both[:, :c], both[:, c:]
             mask = support if fmask is None else support * fmask
             try:
-                m = robust_normalize(img, (mask > 0.5).float())
+                pairs.append((robust_normalize(img, (mask > 0.5).float()), mask))
+            except (ValueError, RuntimeError):  # no overlap left
+                pairs.append((None, mask))
+        if hasattr(metric, "scores") and all(m is not None for m, _ in pairs):
+            # learned feature metrics (DISA): the fixed image's features computed once for both
+            try:
+                vals = metric.scores(f, [m for m, _ in pairs], [w for _, w in pairs], spacing=fixed.grid.spacing)
+                return {stage.metric: float(vals[0][0])}, {stage.metric: float(vals[1][0])}
+            except (ValueError, RuntimeError):  # no overlap left for one of them: each on its own below
+                pass
+        for m, mask in pairs:
+            try:
+                if m is None:
+                    raise ValueError("no overlap")
                 if hasattr(metric, "sample_locations"):
                     # patch metrics: the same seeded patches before and after, read from the warped image
                     pts, fvals = metric.sample_locations(f[:, :1], fixed.grid, fmask, torch.Generator().manual_seed(0))

@@ -276,15 +276,41 @@ class DISA(SimilarityMeasure):
         else:
             ff, fgrid = self.feature_level(fixed, grid)
             mf, _ = self.feature_level(moving, grid)
-        if w is not None and tuple(w.shape[2:]) != tuple(ff.shape[2:]):
-            if fgrid is None:
-                w = w[(slice(None), slice(None)) + (slice(None, None, 4),) * d]
-            else:
-                pts = grid.transform_points(fgrid.points("world", dtype=torch.float64, device=w.device), "world", "voxel")
-                w = sample(w, pts.unsqueeze(0).to(w.dtype).expand(w.shape[0], *pts.shape), interp="nearest", padding="zeros")
-            if bool((w.flatten(1).sum(1) <= 0).any()):
-                raise ValueError("mask: empty support at the feature positions (stride 4)")
-        return feature_dot(ff, mf, mask=w)
+        return feature_dot(ff, mf, mask=_mask_on_features(w, ff, grid, fgrid))
+
+    @torch.no_grad()
+    def scores(self, fixed, movings, masks=None, *, spacing=None) -> list[torch.Tensor]:
+        """``[forward(fixed, m, mask) for m, mask in zip(movings, masks)]`` with the fixed image's features
+        computed once (the engine's similarity before and after registration)."""
+        masks = [None] * len(movings) if masks is None else list(masks)
+        if len(masks) != len(movings):
+            raise ValueError(f"masks: expected one per moving image ({len(movings)}), got {len(masks)}")
+        d = fixed.ndim - 2
+        grid = Grid(tuple(fixed.shape[2:]), spacing=check_spacing(spacing, d))
+        ff = fgrid = None
+        out = []
+        for moving, mask in zip(movings, masks):
+            f, m = check_pair(fixed, moving, channels=1)
+            w = check_mask(mask, f)
+            if ff is None:
+                ff, fgrid = self.feature_level(f, grid)
+            mf, _ = self.feature_level(m, grid)
+            out.append(feature_dot(ff, mf, mask=_mask_on_features(w, ff, grid, fgrid)))
+        return out
+
+
+def _mask_on_features(w: torch.Tensor | None, ff: torch.Tensor, grid: Grid, fgrid: Grid | None) -> torch.Tensor | None:
+    """A mask on the image grid taken to the feature positions (nearest; ``fgrid`` None: every 4th voxel)."""
+    if w is None or tuple(w.shape[2:]) == tuple(ff.shape[2:]):
+        return w
+    if fgrid is None:
+        w = w[(slice(None), slice(None)) + (slice(None, None, 4),) * grid.ndim]
+    else:
+        pts = grid.transform_points(fgrid.points("world", dtype=torch.float64, device=w.device), "world", "voxel")
+        w = sample(w, pts.unsqueeze(0).to(w.dtype).expand(w.shape[0], *pts.shape), interp="nearest", padding="zeros")
+    if bool((w.flatten(1).sum(1) <= 0).any()):
+        raise ValueError("mask: empty support at the feature positions (stride 4)")
+    return w
 
 
 register_similarity(Metric.DISA, DISA)
