@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from omnireg.core import Grid
-from omnireg.networks.disa import DISAConfig, DISANet, clip_norm, extract_features, feature_grid
+from omnireg.networks.disa import DISAConfig, DISANet, channels_last_copy, clip_norm, extract_features, feature_grid
 from omnireg.networks.store import load_model, read_model_file, resolve_weights, save_model
 
 
@@ -50,6 +50,19 @@ def test_chunked_extraction_equals_whole_image():
     whole = extract_features(net, x)
     for max_voxels in (4 * 23 * 19, 12 * 23 * 19, 30 * 23 * 19):
         torch.testing.assert_close(extract_features(net, x, max_voxels=max_voxels), whole, rtol=1e-5, atol=1e-6)
+
+
+def test_extraction_runs_channels_last_and_equals_the_plain_forward_without_touching_the_model():
+    net = _net()
+    x = torch.randn(1, 1, 30, 27, 33)
+    with torch.no_grad():
+        plain = clip_norm(net(x), dim=1)
+    feats = extract_features(net, x)
+    torch.testing.assert_close(feats, plain, rtol=1e-5, atol=1e-6)
+    assert all(p.is_contiguous() for p in net.parameters())  # the caller's model keeps its layout
+    twin = channels_last_copy(net)
+    assert twin.conv2.weight.is_contiguous(memory_format=torch.channels_last_3d)
+    assert twin.conv2.weight is not net.conv2.weight
 
 
 def test_features_have_norm_at_most_one_and_clip_is_identity_inside_ball():

