@@ -143,9 +143,9 @@ class DISA(SimilarityMeasure):
             network is not rotation-equivariant: without this a pose 30 deg from the identity compares
             features of differently oriented anatomy. Measured (``benchmarks/disa.py --quick``, README): on the
             bundled T1/T2w pair the two 30 deg capture poses end at 1.4 mm instead of 2.6-2.8 mm (capture
-            4/6 instead of 2/6), but the 60 deg poses diverge (50-57 mm instead of 4.4-6.7 mm) and the known
+            4/6 instead of 2/6), but the 60 deg poses diverge (50-57 mm instead of 4.3-4.6 mm) and the known
             affine (moments + global search) ends at 2.65 mm instead of 2.32 mm in about twice the time; on SPM
-            T1/T2 no gain (capture 0/6 either way, known affine 2.90 against 2.38 mm). Off by default.
+            T1/T2 no gain (capture 0/6 either way, known affine 3.19 against 2.38 mm). Off by default.
     """
 
     metric = Metric.DISA.value
