@@ -665,9 +665,10 @@ def _final_metrics(fixed, moving, total, stage, metric, fmask, device) -> tuple[
             except (ValueError, RuntimeError):  # no overlap left for one of them: each on its own below
                 pass
         for m, mask in pairs:
+            if m is None:
+                out.append({stage.metric: float("nan")})
+                continue
             try:
-                if m is None:
-                    raise ValueError("no overlap")
                 if hasattr(metric, "sample_locations"):
                     # patch metrics: the same seeded patches before and after, read from the warped image
                     pts, fvals = metric.sample_locations(f[:, :1], fixed.grid, fmask, torch.Generator().manual_seed(0))

@@ -260,28 +260,24 @@ class DISA(SimilarityMeasure):
         Differentiable in both images when they require gradients (features then computed in one piece).
         """
         fixed, moving = check_pair(fixed, moving, channels=1)
+        if not (fixed.requires_grad or moving.requires_grad):
+            return self.scores(fixed, [moving], [mask], spacing=spacing)[0]
+        from ..networks.disa import clip_norm
+
         d = fixed.ndim - 2
         sp = check_spacing(spacing, d)
         w = check_mask(mask, fixed)
-        grid = Grid(tuple(fixed.shape[2:]), spacing=sp)
-        if fixed.requires_grad or moving.requires_grad:
-            from ..networks.disa import clip_norm
-
-            if self.upsample or self.image_spacing_mm is not None or (self.resample and min(sp) < 0.5 * self.model(d).config.patch_spacing_mm):
-                raise ValueError("fixed: gradients through DISA's dense form need upsample=False, image_spacing_mm=None "
-                                 "and images at the model's spacing")
-            model = self.model(d).to(device=fixed.device, dtype=fixed.dtype)
-            ff, mf = clip_norm(model(fixed)), clip_norm(model(moving))
-            fgrid = None
-        else:
-            ff, fgrid = self.feature_level(fixed, grid)
-            mf, _ = self.feature_level(moving, grid)
-        return feature_dot(ff, mf, mask=_mask_on_features(w, ff, grid, fgrid))
+        if self.upsample or self.image_spacing_mm is not None or (self.resample and min(sp) < 0.5 * self.model(d).config.patch_spacing_mm):
+            raise ValueError("fixed: gradients through DISA's dense form need upsample=False, image_spacing_mm=None "
+                             "and images at the model's spacing")
+        model = self.model(d).to(device=fixed.device, dtype=fixed.dtype)
+        ff, mf = clip_norm(model(fixed)), clip_norm(model(moving))
+        return feature_dot(ff, mf, mask=_mask_on_features(w, ff, Grid(tuple(fixed.shape[2:]), spacing=sp), None))
 
     @torch.no_grad()
     def scores(self, fixed, movings, masks=None, *, spacing=None) -> list[torch.Tensor]:
-        """``[forward(fixed, m, mask) for m, mask in zip(movings, masks)]`` with the fixed image's features
-        computed once (the engine's similarity before and after registration)."""
+        """``[forward(fixed, m, mask) for m, mask in zip(movings, masks)]`` without gradients, with the fixed
+        image's features computed once (the engine's similarity before and after registration)."""
         masks = [None] * len(movings) if masks is None else list(masks)
         if len(masks) != len(movings):
             raise ValueError(f"masks: expected one per moving image ({len(movings)}), got {len(masks)}")
