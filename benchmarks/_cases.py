@@ -37,14 +37,8 @@ def brain_centre() -> tuple[float, ...]:
 
 
 def padded_grid(grid, pad_mm: float = PAD_MM):
-    """The grid with ``pad_mm`` added on every side (same spacing, direction and field-of-view centre)."""
-    from omnireg.core import Grid
-
-    spacing = np.asarray(grid.spacing)
-    extra = np.ceil(pad_mm / spacing).astype(int)
-    shape = np.asarray(grid.shape) + 2 * extra
-    origin = grid.transform_points(-extra.astype(np.float64), "voxel", "world")
-    return Grid(tuple(shape.tolist()), tuple(spacing.tolist()), tuple(origin.tolist()), grid.direction)
+    """The grid with ``pad_mm`` added on every side (:meth:`omnireg.core.Grid.padded`)."""
+    return grid.padded(pad_mm)
 
 
 def brain_mask():

@@ -121,10 +121,7 @@ def test_shipped_3d_model_with_reorientation_recovers_a_30_degree_rotation_witho
     mask = t1.data[0] > 0.1 * t1.data.max()
     centre = t1.grid.transform_points(np.argwhere(mask.numpy()).mean(0), "voxel", "world")
     m = affine_matrix(ndim=3, rotation_deg=(0.0, 0.0, 30.0), translation_mm=(6.0, -8.0, 0.0), center=centre)
-    g = t1.grid
-    extra = np.full(3, 25)  # the moving field of view: the fixed one plus 50 mm per side
-    origin = g.transform_points(-extra.astype(np.float64), "voxel", "world")
-    moving_grid = Grid(tuple(int(n) for n in np.asarray(g.shape) + 2 * extra), g.spacing, tuple(origin.tolist()), g.direction)
+    moving_grid = t1.grid.padded(50.0)  # the moving field of view: the fixed one plus 50 mm per side
     case = make_known_case(t1, matrix=m, moving_source=t2, moving_grid=moving_grid, bias=0.2, noise=0.02, seed=0)
     cfg = preset("rigid")
     cfg.init = "none"

@@ -202,6 +202,18 @@ class Grid:
         """:meth:`with_spacing` with the spacing multiplied by ``factor``."""
         return self.with_spacing(np.asarray(self.spacing) * np.asarray(factor, dtype=np.float64))
 
+    def padded(self, pad_mm: float | Sequence[float]) -> "Grid":
+        """The grid grown by whole voxels on every side, at least ``pad_mm`` per axis (``ceil(pad / spacing)``
+        voxels); spacing, direction and the field of view's centre are kept, existing voxels keep their
+        world positions."""
+        spacing = np.asarray(self.spacing)
+        pad = np.broadcast_to(np.asarray(pad_mm, dtype=np.float64), (self.ndim,))
+        if (pad < 0).any() or not np.isfinite(pad).all():
+            raise ValueError(f"pad_mm: expected finite values >= 0, got {pad_mm!r}")
+        extra = np.ceil(pad / spacing).astype(int)
+        origin = self.transform_points(-extra.astype(np.float64), Space.VOXEL, Space.WORLD)
+        return Grid(tuple((np.asarray(self.shape) + 2 * extra).tolist()), self.spacing, tuple(origin.tolist()), self.direction)
+
     # ------------------------------------------------------------------ comparison and info
     def same_as(self, other: "Grid", *, atol: float = 1e-5) -> bool:
         """Same shape and (within ``atol``) spacing, origin and direction."""
