@@ -12,13 +12,21 @@ Parts (all in one run, one JSON):
 (a)/(b) **accuracy and time**: a known affine (rotations 8/-6/10 deg, translations 8/-10/6 mm, scales
     1.07/0.93/1.04) recovered by a rigid + affine registration (moments initialisation, global search) with
     each metric: DISA (the shipped 3D model; pyramid 2-1), DISA with the moving features recomputed in the
-    fixed frame every 10 iterations (``reorient=10``, ``disa-reorient``), exact LC2, NMI (32 bins), MIND (pyramid 2-1).
-    Reported: mean target error over the brain, run time, and DISA's speed-up over LC2.
+    fixed frame every 10 iterations (``reorient=10``, ``disa-reorient``), DISA followed by one full-resolution
+    exact-LC2 stage of 20 iterations (``disa+lc2``, a hybrid: DISA's capture, LC2's optimum), exact LC2, NMI
+    (32 bins), MIND (pyramid 2-1). Reported: mean target error over the brain, run time, and the speed-up of the
+    DISA variants over LC2.
 (c) **capture range**: rigid poses (rotation 0-60 deg about a world axis through the brain centre, plus a
     0-40 mm translation in a seeded random direction), one rigid stage with no initialiser and no global
-    search (each metric's own basin of attraction). Success: mean target error < 2 mm.
+    search (each metric's own basin of attraction; ``disa+lc2`` adds its rigid LC2 stage). Success: mean target
+    error < 2 mm.
 (d) **approximation quality**: Pearson and Spearman correlation between DISA's dot product and exact LC2 on
     patch pairs drawn (as in training) from held-out image pairs: each dataset's A/B pair.
+(e) **limits** (``_disa_limits.py``): on the known-affine case of (a), where the optimum of DISA's registration
+    objective, of the network's own similarity with the moving features recomputed (no interpolation) and of exact
+    LC2 lies (L-BFGS over 12 affine parameters started at the truth), how sharply each falls off with a
+    translation, and the speed floor (the two feature extractions every DISA registration needs at its finest
+    level; LC2's registration time divided by it bounds DISA's speed-up).
 
 Usage::
 
@@ -39,10 +47,12 @@ import _common as C
 
 AXES = ("R", "A", "S")
 DATASETS = ("synthetic", "spm-t2", "spm-pd")
-METRICS = ("disa", "disa-reorient", "lc2", "nmi", "mind")
-CAPTURE_METRICS = ("disa", "disa-reorient", "lc2", "nmi")
+METRICS = ("disa", "disa-reorient", "disa+lc2", "lc2", "nmi", "mind")
+CAPTURE_METRICS = ("disa", "disa-reorient", "disa+lc2", "lc2", "nmi")
 #: benchmark variants of a metric: (metric, options)
-VARIANTS = {"disa-reorient": ("disa", {"reorient": 10})}
+VARIANTS = {"disa-reorient": ("disa", {"reorient": 10}), "disa+lc2": ("disa", {})}
+#: hybrid variants: the metric's stages, then one full-resolution stage of an exact measure (iterations)
+REFINED = {"disa+lc2": ("lc2", 20)}
 SUCCESS_MM = 2.0
 #: ``--disa-weights``: a DISA model file to benchmark instead of the shipped one (None: shipped)
 DISA_WEIGHTS = None
@@ -63,13 +73,23 @@ def stage_setup(st, metric: str, quick: bool) -> None:
         st.shrink, st.iterations = [4, 2, 1], [40, 25, 15]
 
 
+def refine(rc, metric: str, transform: str):
+    """Append the exact-measure stage of a hybrid variant (``REFINED``): full resolution, no search."""
+    from omnireg.optim import StageConfig
+
+    if metric in REFINED:
+        exact, iterations = REFINED[metric]
+        rc.stages.append(StageConfig(transform=transform, metric=exact, shrink=[1], iterations=[iterations]))
+    return rc
+
+
 def affine_config(metric: str, quick: bool):
     from omnireg.optim import preset
 
     rc = preset("multimodal-affine")
     for st in rc.stages:
         stage_setup(st, metric, quick)
-    return rc.validate()
+    return refine(rc, metric, "affine").validate()
 
 
 def capture_config(metric: str, quick: bool):
@@ -80,7 +100,7 @@ def capture_config(metric: str, quick: bool):
     st = rc.stages[0]
     stage_setup(st, metric, quick)
     st.global_search = False
-    return rc.validate()
+    return refine(rc, metric, "rigid").validate()
 
 
 def make_case(dataset, data, matrix, seed: int):
@@ -185,8 +205,8 @@ def main(argv=None) -> int:
     mode.add_argument("--quick", action="store_true", help="synthetic + spm-t2; S axis; 0/30/60 deg; 0/40 mm")
     mode.add_argument("--full", action="store_true", help="all datasets; R/A/S; 0-60 deg by 15; 0/20/40 mm")
     p.add_argument("--datasets", nargs="+", choices=DATASETS)
-    p.add_argument("--parts", nargs="+", choices=("accuracy", "capture", "correlation"),
-                   default=["accuracy", "capture", "correlation"])
+    p.add_argument("--parts", nargs="+", choices=("accuracy", "capture", "correlation", "limits"),
+                   default=["accuracy", "capture", "correlation", "limits"])
     p.add_argument("--metrics", nargs="+", choices=METRICS, help="metrics to run (default: all)")
     p.add_argument("--disa-weights", type=Path, help="DISA model file to benchmark (default: the shipped 3D model)")
     p.add_argument("--patches", type=int, default=1000, help="patch pairs per dataset for the correlation")
@@ -211,7 +231,7 @@ def main(argv=None) -> int:
     warm_up()
     datasets = args.datasets or (["synthetic", "spm-t2"] if quick else list(DATASETS))
     axes, angles, trans = (("S",), (0, 30, 60), (0, 40)) if quick else (AXES, (0, 15, 30, 45, 60), (0, 20, 40))
-    out = {"machine": C.machine_info(args.threads), "quick": quick, "disa_weights": DISA_WEIGHTS or "shipped", "accuracy": [], "capture": [], "correlation": []}
+    out = {"machine": C.machine_info(args.threads), "quick": quick, "disa_weights": DISA_WEIGHTS or "shipped", "accuracy": [], "capture": [], "correlation": [], "limits": []}
     for ds in datasets:
         data = load_dataset(ds)
         if data is None:
@@ -231,6 +251,15 @@ def main(argv=None) -> int:
                 rec = {"dataset": ds, "metric": metric, **run_one(case, mask, affine_config(metric, quick))}
                 out["accuracy"].append(rec)
                 print(f"(a) {ds:9s} {metric:5s} {C.fmt(rec['mean_mm'])} mm {rec['runtime_s']:6.1f} s", flush=True)
+        if "limits" in args.parts:
+            from _disa_limits import limits
+
+            case = make_case(ds, data, affine_matrix(ndim=3, center=brain_centre(data), **TRUE_AFFINE), args.seed)
+            lc2 = [r["runtime_s"] for r in out["accuracy"] if r["dataset"] == ds and r["metric"] == "lc2" and r.get("mean_mm") is not None]
+            rec = {"dataset": ds, **limits(case, mask, brain_centre(data), weights=DISA_WEIGHTS, lc2_runtime_s=lc2[0] if lc2 else None)}
+            out["limits"].append(rec)
+            print(f"(e) {ds:9s} optimum from the truth: " + ", ".join(f"{k} {v['mean_mm']:.2f} mm" for k, v in rec["optimum"].items())
+                  + f"; features {rec['feature_s']['fixed']:.2f} + {rec['feature_s']['moving']:.2f} s", flush=True)
         if "capture" in args.parts:
             centre = brain_centre(data)
             for pose in poses(axes, angles, trans, args.seed):
@@ -269,6 +298,18 @@ def main(argv=None) -> int:
             [[r["dataset"], C.fmt(r["pearson"]), C.fmt(r["spearman"]), r["n"], C.fmt(r["offset_profile"]["within_pearson"]),
               " / ".join(C.fmt(r["offset_profile"]["pred_mean"][i]) for i in (0, 3, 5)),
               " / ".join(C.fmt(r["offset_profile"]["teacher_mean"][i]) for i in (0, 3, 5))] for r in out["correlation"]]))
+    if out["limits"]:
+        rows = []
+        for r in out["limits"]:
+            for name, opt in r["optimum"].items():
+                prof = r["profile"][name]
+                rows.append([r["dataset"], name, C.fmt(opt["mean_mm"]), f"{100 * prof['drop_2mm']:.1f}%", f"{100 * prof['drop_4mm']:.1f}%",
+                             " / ".join(f"{s:+g}" for s in prof["best_shift_mm"])])
+        print("\n(e) limits: optimum from the truth (L-BFGS, affine) and translation profile\n" + C.table(
+            ["dataset", "objective", "optimum mm", "drop at 2 mm", "drop at 4 mm", "best shift R/A/S mm"], rows))
+        print(C.table(["dataset", "fixed features s", "moving features s", "lc2 registration s", "speed-up bound"],
+                      [[r["dataset"], C.fmt(r["feature_s"]["fixed"]), C.fmt(r["feature_s"]["moving"]), C.fmt(r["lc2_registration_s"], 1),
+                        C.fmt(r["speedup_bound"], 1)] for r in out["limits"]]))
     print(f"\nwrote {C.write_json(out, args.json)}")
     return 0
 
