@@ -57,12 +57,9 @@ class Objectives:
         self.f = robust_normalize(case.fixed.batch().float(), None)
         self.m = robust_normalize(case.moving.batch().float(), None)
         self.spacing = case.fixed.grid.spacing
-        t0 = time.perf_counter()
         with torch.no_grad():
             self.ff, self.fgrid = self.disa.feature_level(self.f, case.fixed.grid)
-            t1 = time.perf_counter()
             self.mf, self.mfgrid = self.disa.feature_level(self.m, case.moving.grid, moving=True)
-        self.first_extraction_s = (t1 - t0, time.perf_counter() - t1)
         f64 = dict(dtype=torch.float64)
         self.nodes = self.fgrid.points("world", **f64)
         self.voxels = case.fixed.grid.points("world", **f64)
