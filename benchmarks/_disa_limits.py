@@ -136,6 +136,8 @@ def optimum_from_truth(obj: Objectives, name: str, centre, mask, iterations: int
     ``mask`` of the optimum it reaches, and the time."""
     import torch
 
+    from omnireg.transforms import Affine
+
     truth = torch.as_tensor(obj.case.true_matrix, dtype=torch.float64)
     c = torch.as_tensor(centre, dtype=torch.float64)
     p = torch.zeros(12, dtype=torch.float64, requires_grad=True)
@@ -149,9 +151,8 @@ def optimum_from_truth(obj: Objectives, name: str, centre, mask, iterations: int
 
     t0 = time.perf_counter()
     opt.step(closure)
-    est = _local_affine(p.detach(), truth, c)
-    x = obj.voxels[mask > 0]
-    err = (x @ (est - truth)[:3, :3].T + (est - truth)[:3, 3]).norm(dim=-1)
+    est = Affine.from_matrix(_local_affine(p.detach(), truth, c), dtype=torch.float32, learnable=False)
+    err = obj.case.target_error(est, mask=mask)
     return {"mean_mm": float(err.mean()), "max_mm": float(err.max()), "runtime_s": time.perf_counter() - t0}
 
 

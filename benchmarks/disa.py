@@ -245,8 +245,9 @@ def main(argv=None) -> int:
             print(f"(d) {ds:9s} Pearson {rec['pearson']:.3f} Spearman {rec['spearman']:.3f} (n={rec['n']}); within-place "
                   f"Pearson over offsets {prof['within_pearson']:.3f}, prediction {prof['pred_mean']} vs LC2 "
                   f"{prof['teacher_mean']} at {prof['offsets_mm']} mm", flush=True)
-        if "accuracy" in args.parts:
+        if "accuracy" in args.parts or "limits" in args.parts:
             case = make_case(ds, data, affine_matrix(ndim=3, center=brain_centre(data), **TRUE_AFFINE), args.seed)
+        if "accuracy" in args.parts:
             for metric in [m for m in METRICS if m in metrics]:
                 rec = {"dataset": ds, "metric": metric, **run_one(case, mask, affine_config(metric, quick))}
                 out["accuracy"].append(rec)
@@ -254,7 +255,6 @@ def main(argv=None) -> int:
         if "limits" in args.parts:
             from _disa_limits import limits
 
-            case = make_case(ds, data, affine_matrix(ndim=3, center=brain_centre(data), **TRUE_AFFINE), args.seed)
             lc2 = [r["runtime_s"] for r in out["accuracy"] if r["dataset"] == ds and r["metric"] == "lc2" and r.get("mean_mm") is not None]
             rec = {"dataset": ds, **limits(case, mask, brain_centre(data), weights=DISA_WEIGHTS, lc2_runtime_s=lc2[0] if lc2 else None)}
             out["limits"].append(rec)
