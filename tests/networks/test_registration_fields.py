@@ -83,23 +83,21 @@ def test_warping_by_a_composition_equals_warping_twice():
     assert err < 0.02 * image.abs().max(), err
 
 
-def test_composing_translations_adds_them_exactly_inside():
+def test_composing_translations_adds_them_exactly_even_across_the_border():
     a = torch.zeros(1, 3, 10, 11, 12, dtype=torch.float64)
     b = torch.zeros_like(a)
     a[:, 0], a[:, 2] = 1.25, -0.5
-    b[:, 1] = 2.5
-    c = compose_displacements(a, b)
-    expected = (a + b)[:, :, :, :8]  # where x + u_b stays on the grid
-    torch.testing.assert_close(c[:, :, :, :8], expected, rtol=0, atol=1e-12)
+    b[:, 1] = 2.5  # x + u_b leaves the grid on the last three j-planes: a is extended by its border values
+    torch.testing.assert_close(compose_displacements(a, b), a + b, rtol=0, atol=1e-12)
 
 
 # ---------------------------------------------------------------------------- scaling and squaring
 @pytest.mark.parametrize("steps", [0, 3, 7])
-def test_constant_velocity_integrates_to_the_same_translation(steps):
+def test_constant_velocity_integrates_to_the_same_translation_everywhere(steps):
     v = torch.zeros(2, 2, 20, 24, dtype=torch.float64)
     v[0, 0], v[0, 1], v[1, 0], v[1, 1] = 1.5, -0.75, -2.0, 0.25
-    u = integrate_velocity_voxels(v, steps=steps)
-    torch.testing.assert_close(interior(u, 3), interior(v, 3), rtol=0, atol=1e-12)
+    u = integrate_velocity_voxels(v, steps=steps)  # the border-extended velocity is the same constant
+    torch.testing.assert_close(u, v, rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("shape", [(31, 29), (17, 19, 15)])
@@ -126,10 +124,30 @@ def test_scaling_and_squaring_equals_composing_two_half_velocity_flows():
     v = smooth_field((24, 26, 22), 3.0, seed=11, sigma=3.0)
     steps = 7
     half = integrate_velocity_voxels(v / 2, steps=steps - 1)
-    torch.testing.assert_close(integrate_velocity_voxels(v, steps=steps), compose_displacements(half, half), rtol=0, atol=1e-10)
-    # and, inside, a pair of independently integrated halves matches the full flow (more squarings)
-    full = integrate_velocity_voxels(v, steps=steps + 3)
-    assert (interior(full, 4) - interior(compose_displacements(half, half), 4)).abs().max() < 0.02
+    full = integrate_velocity_voxels(v, steps=steps)
+    # the last squaring of exp(v) is exactly compose(u, u) with u = exp(v / 2) after steps - 1 squarings,
+    # wherever x + u(x) stays on the grid (beyond it, exp(v/2) was integrated on the extended velocity)
+    torch.testing.assert_close(interior(full, 4), interior(compose_displacements(half, half), 4), rtol=0, atol=1e-10)
+    # and near the border the two differ by interpolation only
+    assert (full - compose_displacements(half, half)).abs().max() < 0.05
+    # more squarings converge to the same flow
+    assert (interior(integrate_velocity_voxels(v, steps=steps + 3), 4) - interior(full, 4)).abs().max() < 0.02
+
+
+def test_a_velocity_pointing_out_of_the_grid_does_not_fold_at_the_border():
+    # v_i = 3 + 0.2 i along i: the flow leaves the grid at the high end. Cut to zero half a voxel beyond
+    # the grid (ITK's rule for dense fields), the border voxels stop while the ones behind catch up and the
+    # map folds (det -0.48); extended by its border value, exp(v) has det > 1 everywhere.
+    i = torch.arange(16, dtype=torch.float64)
+    v = torch.zeros(1, 2, 16, 6, dtype=torch.float64)
+    v[:, 0] = (3 + 0.2 * i).view(16, 1)
+    u = integrate_velocity_voxels(v, steps=7)
+    det = 1 + torch.gradient(u[0, 0], dim=0)[0]
+    assert det.min() > 1.0
+    # analytic flow of dx/dt = 3 + 0.2 x for the points that stay inside: x(1) = (x0 + 15) e^0.2 - 15
+    expected = (i + 15) * np.exp(0.2) - 15 - i
+    torch.testing.assert_close(u[0, 0, :9, 0], expected[:9], rtol=0, atol=1e-2)
+    torch.testing.assert_close(u[0, 1], torch.zeros(16, 6, dtype=torch.float64))
 
 
 @pytest.mark.parametrize("shape", [(40, 36), (20, 22, 18)])

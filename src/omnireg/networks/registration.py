@@ -9,10 +9,11 @@ Convention:
     :meth:`omnireg.transforms.DisplacementField.from_voxel_displacement` converts.
 
     ``compose_displacements(a, b)`` is ``a ∘ b`` (``b`` acts on points first). Between voxel centres a
-    field is interpolated linearly; beyond the grid it follows omnireg's dense-field rule (that of
-    :class:`~omnireg.transforms.DisplacementField` and :func:`~omnireg.transforms.svf.integrate_velocity`):
-    border value within half a voxel of the outer voxel centres, zero farther out. Because scaling and
-    squaring uses the same rule, ``exp(v) = exp(v/2) ∘ exp(v/2)`` holds to float rounding.
+    field is interpolated linearly; beyond the grid every field here is **extended by its border values**
+    (replicate), so the maps stay continuous at the image edge. (omnireg's world-space
+    :class:`~omnireg.transforms.DisplacementField` follows ITK instead: zero beyond half a voxel. Used
+    inside scaling and squaring, that rule makes a velocity that points out of the grid fold at the
+    border, so :func:`integrate_velocity_voxels` integrates the border-extended velocity.)
 
     Resolution changes (:func:`resize_displacement`) treat two grids of one tensor as covering the same
     extent, voxel edges to voxel edges (as :meth:`omnireg.core.Grid.with_spacing` and as stride-2 pooling
@@ -26,6 +27,7 @@ Convention:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -36,7 +38,6 @@ from torch import nn
 from ..core.enums import Interp, Padding, as_enum
 from ..core.grid import Grid
 from ..core.sampling import sample
-from ..transforms.dense import _sample_vectors_voxel  # the dense-field rule shared with integrate_velocity
 from ..transforms.svf import integrate_velocity
 
 __all__ = [
@@ -172,8 +173,8 @@ def compose_displacements(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """The displacement of ``a ∘ b`` (``b`` acts first): ``u(x) = u_b(x) + u_a(x + u_b(x))``.
 
     Warping an image by the result equals warping it by ``a`` and then warping that by ``b``
-    (up to interpolation). ``u_a`` is interpolated linearly, with the dense-field rule beyond the grid
-    (module docstring).
+    (up to interpolation). ``u_a`` is interpolated linearly and extended by its border values beyond
+    the grid (module docstring).
 
     Args:
         a: ``(N, D, *S)`` voxel displacement (applied second).
@@ -186,15 +187,19 @@ def compose_displacements(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     _check_field(b, "b")
     if a.shape[1:] != b.shape[1:]:
         raise ValueError(f"a, b: expected displacements on one grid, got {tuple(a.shape)} and {tuple(b.shape)}")
-    return b + _sample_vectors_voxel(a, _points(b))
+    return b + sample(a, _points(b), interp="linear", padding="border")
 
 
 def integrate_velocity_voxels(velocity: torch.Tensor, *, steps: int) -> torch.Tensor:
     """Displacement of ``exp(v)`` by scaling and squaring, all in voxel units of ``v``'s grid.
 
+    ``u_0 = v / 2**steps``, ``u_{k+1} = u_k + u_k ∘ (id + u_k)``, computed by
     :func:`omnireg.transforms.svf.integrate_velocity` on a unit-spacing identity grid (where world mm
-    are voxel units): ``u_0 = v / 2**steps``, ``u_{k+1} = u_k + u_k ∘ (id + u_k)``. The inverse map
-    is ``integrate_velocity_voxels(-v, steps=steps)``.
+    are voxel units). ``v`` is first extended by its border values by ``r = ceil(max |v_a|) + 1`` voxels
+    on every side (at most the largest size of the grid) and the result cropped back: no point of the
+    squarings of the original grid travels farther than ``max |v_a|`` per axis, so this is the
+    integration of the border-extended velocity, which stays continuous at the edge and does not fold
+    there (module docstring). The inverse map is ``integrate_velocity_voxels(-v, steps=steps)``.
 
     Args:
         velocity: ``(N, D, *S)`` stationary velocity, voxel units, components (i, j, k).
@@ -202,9 +207,18 @@ def integrate_velocity_voxels(velocity: torch.Tensor, *, steps: int) -> torch.Te
 
     Returns:
         ``(N, D, *S)`` voxel displacement; differentiable in ``velocity``.
+
+    Raises:
+        TypeError, ValueError: on a malformed field or a bad ``steps``.
     """
     _check_field(velocity, "velocity")
-    return integrate_velocity(velocity, Grid(tuple(velocity.shape[2:])), steps=steps)
+    shape = tuple(velocity.shape[2:])
+    with torch.no_grad():
+        largest = float(velocity.abs().amax()) if velocity.numel() else 0.0
+    reach = min(int(math.ceil(largest)) + 1, max(shape)) if math.isfinite(largest) else 1
+    padded = F.pad(velocity, [reach] * (2 * len(shape)), mode="replicate")
+    u = integrate_velocity(padded, Grid(tuple(padded.shape[2:])), steps=steps)
+    return u[(slice(None), slice(None)) + tuple(slice(reach, reach + s) for s in shape)]
 
 
 def resize_displacement(displacement: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
