@@ -224,9 +224,11 @@ def integrate_velocity_voxels(velocity: torch.Tensor, *, steps: int) -> torch.Te
 def resize_displacement(displacement: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
     """A voxel displacement moved to another resolution of the same extent (module docstring).
 
-    Output voxel ``p`` samples the input (linear, border padding) at ``(p + 1/2) S_in / S_out - 1/2``
-    and the vectors are scaled by ``S_out / S_in`` per axis, so the map they describe is the same
-    (``2 u`` for a half-resolution field brought to full resolution). Downsampling by 2 averages pairs.
+    Output voxel ``p`` takes the input's linear interpolation at ``(p + 1/2) S_in / S_out - 1/2``
+    (clamped to the border) and the vectors are scaled by ``S_out / S_in`` per axis, so the map they
+    describe is the same (``2 u`` for a half-resolution field brought to full resolution). Downsampling
+    by 2 averages pairs. (This sampling is ``F.interpolate(mode="(bi|tri)linear", align_corners=False)``
+    exactly, which is used: on a regular grid it is several times faster than sampling at points.)
 
     Args:
         displacement: ``(N, D, *S_in)`` voxel units of its grid, components (i, j, k).
@@ -243,10 +245,9 @@ def resize_displacement(displacement: torch.Tensor, shape: Sequence[int]) -> tor
     s_in = tuple(displacement.shape[2:])
     if shape == s_in:
         return displacement
-    dt, dev = displacement.dtype, displacement.device
-    factor = torch.tensor([o / i for o, i in zip(shape, s_in)], dtype=dt, device=dev)
-    points = (identity_voxel_points(shape, dtype=dt, device=dev) + 0.5) / factor - 0.5
-    out = sample(displacement, points.expand(displacement.shape[0], *points.shape[1:]), interp="linear", padding="border")
+    mode = "trilinear" if d == 3 else "bilinear"
+    out = F.interpolate(displacement, size=shape, mode=mode, align_corners=False)
+    factor = torch.tensor([o / i for o, i in zip(shape, s_in)], dtype=displacement.dtype, device=displacement.device)
     return out * factor.view(1, d, *([1] * d))
 
 
