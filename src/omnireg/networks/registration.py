@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core.enums import Interp, Padding, as_enum
+from ..core.enums import Interp, Padding
 from ..core.grid import Grid
 from ..core.sampling import sample
 from ..transforms.svf import integrate_velocity
