@@ -110,9 +110,11 @@ def _rotation_candidates(d: int, angles_deg: Sequence[float]) -> list[np.ndarray
 
 
 def global_rotation_search(scaled, stage, prob, stage_loss, d, hist, emit, si, n_stages, n_levels, keep: int = 3,
-                           refresh=None) -> None:
+                           refresh=None) -> list[np.ndarray]:
     """Multi-start over rotations about each axis, scored one by one, then BOBYQA on the best ``keep``.
 
+    The variables are left as they were; the caller optimises the returned finalists (flat variable
+    vectors, best first) beside its own start and keeps the best (so a search never loses the start).
     ``refresh`` (optional) is called at every start pose before it is scored or refined (learned moving
     features recomputed in the fixed frame through that pose).
     """
@@ -120,33 +122,34 @@ def global_rotation_search(scaled, stage, prob, stage_loss, d, hist, emit, si, n
     rot_name = next((n for n in names if "rot" in n.lower() or "angle" in n.lower()), None)
     if rot_name is None:
         log.debug("global search skipped: the transform has no rotation parameter")
-        return
+        return []
     idx = names.index(rot_name)
-    z0 = [z.detach().clone() for z in scaled.z]
+    z0 = scaled.flat()
     scale = scaled.scale[rot_name]
     results = []
     cands = _rotation_candidates(d, stage.search_angles_deg)
     for c in cands:
+        scaled.set_flat(z0)
         with torch.no_grad():
             scaled.z[idx].copy_(torch.as_tensor(c, dtype=scale.dtype).reshape(scale.shape) / scale)
             if refresh is not None:
                 refresh()
             val = float(stage_loss(prob).sum())
-        results.append((val, [z.detach().clone() for z in scaled.z]))
+        results.append((val, scaled.flat()))
         hist.losses.append(val)
     results.sort(key=lambda r: r[0])
-    best_val, best_z = math.inf, z0
+    finalists = []
     for val, zs in results[:keep]:
-        with torch.no_grad():
-            for z, v in zip(scaled.z, zs):
-                z.copy_(v)
+        scaled.set_flat(zs)
         if refresh is not None:
             refresh()
-        refined = bobyqa(scaled, lambda: stage_loss(prob), 60 * len(scaled.flat()) // 6 + 40, hist, step=4.0)
-        if refined < best_val:
-            best_val, best_z = refined, [z.detach().clone() for z in scaled.z]
-    with torch.no_grad():
-        for z, v in zip(scaled.z, best_z):
-            z.copy_(v)
-    emit(stage=si, n_stages=n_stages, level=0, n_levels=n_levels, iteration=0, max_iterations=0, loss=best_val, phase="search")
-    log.info("global search: %d starts, best loss %.5g", len(cands), best_val)
+        refined = bobyqa(scaled, lambda: stage_loss(prob), 60 * len(z0) // 6 + 40, hist, step=4.0)
+        finalists.append((refined, scaled.flat()))
+    finalists.sort(key=lambda r: r[0])
+    scaled.set_flat(z0)
+    if refresh is not None:
+        refresh()
+    best = finalists[0][0] if finalists else math.inf
+    emit(stage=si, n_stages=n_stages, level=0, n_levels=n_levels, iteration=0, max_iterations=0, loss=best, phase="search")
+    log.info("global search: %d starts, best loss %.5g", len(cands), best)
+    return [z for _, z in finalists]

@@ -59,6 +59,9 @@ class RegistrationResult:
         metric_before / metric_after: the last stage's similarity at the start and at the end (full resolution).
         runtime_s: total wall time; ``stage_runtimes_s``: per stage.
         config: the configuration used (a dict).
+        stage_checks: per stage, the guard's record (:class:`omnireg.optim.stage.StageCheck` as a dict:
+            ``loss_start``, ``loss_end``, ``kept``, ``starts``).
+        initialization: how the start was chosen (method, field-of-view analysis, candidates and scores).
     """
 
     transform: Any
@@ -71,3 +74,10 @@ class RegistrationResult:
     runtime_s: float
     stage_runtimes_s: list[float]
     config: dict
+    stage_checks: list[dict] = field(default_factory=list)
+    initialization: dict = field(default_factory=dict)
+
+    @property
+    def discarded_stages(self) -> list[int]:
+        """0-based indices of the stages whose result was worse than their start and was discarded."""
+        return [c["stage"] for c in self.stage_checks if not c["kept"]]

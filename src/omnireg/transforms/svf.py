@@ -8,9 +8,10 @@ Convention:
 
         u_0 = v / 2**steps,    u_{k+1}(x) = u_k(x) + u_k(x + u_k(x))    (k = 0 .. steps-1)
 
-    so ``T(x) = x + u_steps(x)``. Each squaring interpolates ``u_k`` linearly with the same
-    out-of-field rule as :class:`DisplacementField` (zero beyond half a voxel outside the grid).
-    The inverse is ``exp(-v)``.
+    so ``T(x) = x + u_steps(x)``. Each squaring interpolates ``u_k`` linearly; where ``x + u_k(x)`` leaves
+    the grid, ``u_k`` is extended by its border values (a cut to zero there would fold the map at the edge
+    of the grid wherever the velocity points outwards). The result is then evaluated like any
+    :class:`DisplacementField` (zero beyond half a voxel outside its grid). The inverse is ``exp(-v)``.
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ from __future__ import annotations
 import torch
 
 from ..core.grid import Grid
+from ..core.sampling import sample
 from .base import Transform
 from .dense import (
     DisplacementField,
-    _sample_vectors_voxel,
     check_field,
     evaluate_displacement,
     voxel_from_world_vectors,
@@ -56,7 +57,7 @@ def integrate_velocity(velocity: torch.Tensor, grid: Grid, *, steps: int) -> tor
     u = voxel_from_world_vectors(velocity, grid) / (2.0**steps)
     idx = grid.points("voxel", dtype=velocity.dtype, device=velocity.device).unsqueeze(0)
     for _ in range(steps):
-        u = u + _sample_vectors_voxel(u, idx + u.movedim(1, -1))
+        u = u + sample(u, idx + u.movedim(1, -1), interp="linear", padding="border")
     return world_from_voxel_vectors(u, grid)
 
 

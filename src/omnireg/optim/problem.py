@@ -1,0 +1,320 @@
+"""The loss of a transform at one pyramid level, and the caches that build it per stage and level.
+
+A :class:`LevelProblem` holds one pyramid level of both images (or their feature maps, or patch locations)
+and evaluates the similarity loss of a batch of candidate mappings given as moving-space world points of
+the fixed level grid. :class:`ProblemBuilder` creates them for a stage and a level, computing pyramid
+levels, metric modules and feature maps once and reusing them across stages.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..core import Grid, sample
+from .config import RegistrationConfig, StageConfig, TransformKind
+from .params import matrix_tensor
+from .pyramid import Level, pyramid_level
+
+__all__ = ["LevelProblem", "ProblemBuilder", "regularizers_of"]
+
+POINTWISE_METRICS = frozenset({"mse", "ncc", "mi", "nmi"})
+
+
+def _mind_features(data: torch.Tensor, grid: Grid, options: dict) -> torch.Tensor:
+    from ..similarity import mind_ssc_descriptor
+
+    with torch.no_grad():
+        return mind_ssc_descriptor(data, spacing=grid.spacing, **options)
+
+
+#: metrics computed as a point-wise SSD of feature maps extracted once per pyramid level
+FEATURE_METRICS: dict[str, Callable[[torch.Tensor, Grid, dict], torch.Tensor]] = {"mind": _mind_features}
+
+
+class LevelProblem:
+    """Loss of a transform at one pyramid level.
+
+    With ``points_subset`` the fixed level is reduced to a fixed random subset of its voxels, laid out
+    as a ``(1, C, P, 1, 1)`` image (valid for point-wise metrics only).
+    """
+
+    def __init__(
+        self,
+        fixed: Level,
+        moving: Level,
+        fixed_mask: torch.Tensor | None,
+        moving_mask: torch.Tensor | None,
+        metric: nn.Module,
+        regularizers: list[tuple[float, Callable]],
+        *,
+        points_subset: int = 0,
+        generator: torch.Generator | None = None,
+        locations: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> None:
+        self.fixed = fixed
+        self.moving = moving
+        self.sim_scale: float | None = None
+        self.metric = metric
+        self.regularizers = regularizers
+        dtype, device = fixed.data.dtype, fixed.data.device
+        self.points = fixed.grid.points("world", dtype=dtype, device=device).unsqueeze(0)
+        self.fixed_data = fixed.data
+        self.fixed_mask = fixed_mask
+        self.spacing = fixed.grid.spacing
+        n_vox = fixed.grid.numel
+        if 0 < points_subset < n_vox:
+            d = fixed.grid.ndim
+            if fixed_mask is not None:
+                candidates = (fixed_mask.reshape(-1) > 0).nonzero().reshape(-1)
+            else:
+                candidates = torch.arange(n_vox, device=device)
+            if points_subset < candidates.numel():
+                perm = torch.randperm(candidates.numel(), generator=generator)[:points_subset].to(device)
+                idx = candidates[perm].sort().values
+                tail = (1,) * (d - 1)
+                self.points = self.points.reshape(1, -1, d)[:, idx].reshape(1, -1, *tail, d)
+                c = fixed.data.shape[1]
+                self.fixed_data = fixed.data.reshape(1, c, -1)[:, :, idx].reshape(1, c, -1, *tail)
+                self.fixed_mask = None  # the subset lies inside the mask
+                self.spacing = None
+        if locations is not None:
+            # patch metrics: their own fixed-space world points and fixed values (the mask was used to
+            # place them), laid out as an image (1, C, *L)
+            self.points, self.fixed_data = locations[0].to(dtype=dtype, device=device), locations[1].to(dtype=dtype, device=device)
+            self.fixed_mask = None
+            self.spacing = None
+        self.fixed_total = float(self.fixed_mask.sum()) if self.fixed_mask is not None else float(self.fixed_data[0, 0].numel())
+        self.vox_from_world = matrix_tensor(moving.grid.voxel_from_world(), dtype, device)
+        # one sampling call per evaluation: moving channels, its support (ones) and its mask
+        extra = [torch.ones(1, 1, *moving.grid.shape, dtype=dtype, device=device)]
+        if moving_mask is not None:
+            extra.append(moving_mask.to(dtype))
+        self.moving_mask = moving_mask
+        self.channels = moving.data.shape[1]
+        self.stack = torch.cat([moving.data, *extra], dim=1)
+        #: learned moving features recomputed in the fixed frame (:meth:`reorient`), or None
+        self.reoriented = None
+
+    def reorient(self, matrix: np.ndarray, tol_mm: float = 0.0) -> bool:
+        """Recompute the moving features in the fixed frame through ``matrix`` (fixed world -> moving world;
+        :class:`omnireg.optim.reorient.ReorientedMoving`) unless the field of view moved at most ``tol_mm``
+        since they were computed. Returns whether they were recomputed (always False for other problems)."""
+        if self.reoriented is None or self.reoriented.moved_mm(matrix) <= tol_mm:
+            return False
+        feats, extra, _, vox_from_world = self.reoriented.features(matrix)
+        dtype = self.fixed_data.dtype
+        self.channels = feats.shape[1]
+        self.stack = torch.cat([feats, extra], dim=1).to(dtype)
+        self.moving_mask = extra[:, 1:] if extra.shape[1] > 1 else None
+        self.vox_from_world = torch.as_tensor(vox_from_world, dtype=dtype, device=self.stack.device)
+        return True
+
+    def loss_from_points(self, moving_world: torch.Tensor) -> torch.Tensor:
+        """Loss (K,) for moving-space world points ``(K, *S, D)`` of the fixed level grid."""
+        d = self.fixed.grid.ndim
+        m = self.vox_from_world
+        vox = moving_world @ m[:d, :d].T + m[:d, d]
+        return self.loss_from_voxels(vox)
+
+    def loss_from_voxels(self, vox: torch.Tensor) -> torch.Tensor:
+        k = vox.shape[0]
+        out = sample(self.stack, vox, interp="linear", padding="zeros")
+        c = self.channels
+        warped, mask = out[:, :c], out[:, c : c + 1]
+        if self.moving_mask is not None:
+            mask = mask * out[:, c + 1 : c + 2]
+        if self.fixed_mask is not None:
+            mask = mask * self.fixed_mask
+        support = mask.detach().reshape(k, -1).sum(1)
+        valid = support > 1e-3 * mask[0].numel()
+        fixed = self.fixed_data.expand(k, *self.fixed_data.shape[1:])
+        spacing = self.spacing
+        if bool(valid.all()):
+            loss = self.metric.loss(fixed, warped, mask=mask, spacing=spacing)
+        else:
+            # candidates without overlap get a large constant loss (no gradient): the optimiser stays away
+            loss = torch.full((k,), 1e3, dtype=vox.dtype, device=vox.device) + 0.0 * warped.sum()
+            if bool(valid.any()):
+                idx = valid.nonzero().reshape(-1)
+                part = self.metric.loss(fixed[idx], warped[idx], mask=mask[idx], spacing=spacing)
+                loss = loss.index_put((idx,), part)
+        if getattr(self.metric, "mean_over_fixed", False):
+            # the metric's overlap mean times overlap / fixed domain: the mean over the whole fixed domain
+            # (no reward for shrinking the overlap onto the best-matching region); candidates without
+            # overlap keep their constant
+            loss = torch.where(valid, loss * mask.reshape(k, -1).sum(1) / self.fixed_total, loss)
+        return loss
+
+
+def _subset(stage: StageConfig, grid: Grid, metric: nn.Module) -> int:
+    """Number of fixed points a linear stage of a point-wise metric samples (0: all)."""
+    if not stage.kind.is_linear:
+        return 0
+    n = int(round(grid.numel * float(stage.sampling)))
+    return min(n, int(stage.max_points)) if stage.max_points else n
+
+
+def _regrid(data: torch.Tensor, src: Grid, dst: Grid, interp: str) -> torch.Tensor:
+    """``data`` ``(1, C, *S)`` on ``src`` sampled at the voxel centres of ``dst`` (zeros outside)."""
+    if src.same_as(dst):
+        return data
+    pts = src.transform_points(dst.points("world", dtype=torch.float64, device=data.device), "world", "voxel")
+    return sample(data.float(), pts.unsqueeze(0).to(torch.float32), interp=interp, padding="zeros").to(data.dtype)
+
+
+class ProblemBuilder:
+    """Builds the :class:`LevelProblem` of a stage at a pyramid level; caches levels, metrics and features.
+
+    Args:
+        config: the registration configuration (``normalize`` sets MI's histogram ranges).
+        fixed, moving: ``(1, C, *S)`` normalised image data and their grids.
+        fixed_mask, moving_mask: optional binary masks ``(1, 1, *S)`` on those grids.
+        generator: the run's seeded generator (point subsets, patch locations).
+    """
+
+    def __init__(self, config: RegistrationConfig, fixed: torch.Tensor, fixed_grid: Grid, moving: torch.Tensor,
+                 moving_grid: Grid, fixed_mask: torch.Tensor | None, moving_mask: torch.Tensor | None,
+                 generator: torch.Generator) -> None:
+        self.config = config
+        self.fixed, self.fixed_grid, self.moving, self.moving_grid = fixed, fixed_grid, moving, moving_grid
+        self.fixed_mask, self.moving_mask = fixed_mask, moving_mask
+        self.generator = generator
+        self._metrics: dict = {}
+        self._levels: dict = {}
+        self._features: dict = {}
+        self._foreground: torch.Tensor | None = None
+
+    @staticmethod
+    def _options_key(stage: StageConfig) -> tuple:
+        return tuple(sorted((k, str(v)) for k, v in stage.metric_options.items()))
+
+    def metric(self, stage: StageConfig) -> nn.Module:
+        """The stage's similarity module (one instance per metric and options)."""
+        from ..similarity import get_similarity
+
+        key = (stage.metric, self._options_key(stage))
+        if key not in self._metrics:
+            options = dict(stage.metric_options)
+            if self.config.normalize and stage.metric.lower() in ("mi", "nmi"):
+                # both images are already on their robust [0, 1] range: fixed histogram ranges spare a
+                # quantile (a sort of every sample) at every evaluation
+                options.setdefault("fixed_range", (0.0, 1.0))
+                options.setdefault("moving_range", (0.0, 1.0))
+            self._metrics[key] = get_similarity(stage.metric, **options)
+        return self._metrics[key]
+
+    def shrink(self, stage: StageConfig, li: int) -> float:
+        """The shrink factor of level ``li``, coarsened so the level has at most ``stage.max_level_voxels``."""
+        shrink = float(stage.shrink[li])
+        bound = int(stage.max_level_voxels)
+        if bound > 0:
+            n = self.fixed_grid.numel
+            shrink = max(shrink, (n / bound) ** (1.0 / self.fixed_grid.ndim))
+        return shrink
+
+    def foreground(self) -> torch.Tensor:
+        """The fixed image's foreground mask ``(1, 1, *S)`` (:attr:`StageConfig.foreground_mask`), computed once."""
+        if self._foreground is None:
+            from .initialize import foreground_region
+
+            self._foreground = foreground_region(self.fixed, self.fixed_grid, dilate_mm=5.0).to(self.fixed)
+        return self._foreground
+
+    def levels(self, stage: StageConfig, li: int) -> tuple[Level, Level, torch.Tensor | None, torch.Tensor | None]:
+        """Fixed and moving pyramid levels and masks of level ``li`` of ``stage``."""
+        shrink = self.shrink(stage, li)
+        sigma = None if stage.smoothing_mm is None else float(stage.smoothing_mm[li])
+        fixed_mask = self.fixed_mask
+        if fixed_mask is None and stage.foreground_mask:
+            fixed_mask = self.foreground()
+        key = (shrink, sigma, fixed_mask is not None)
+        if key not in self._levels:
+            dtype = self.fixed.dtype
+            fl = pyramid_level(self.fixed, self.fixed_grid, shrink=shrink, sigma_mm=sigma)
+            ml = pyramid_level(self.moving, self.moving_grid, shrink=shrink, sigma_mm=sigma)
+            fm = None if fixed_mask is None else (
+                pyramid_level(fixed_mask, self.fixed_grid, shrink=shrink, sigma_mm=0.0).data > 0.5).to(dtype)
+            mm = None if self.moving_mask is None else pyramid_level(
+                self.moving_mask, self.moving_grid, shrink=shrink, sigma_mm=0.0).data
+            self._levels[key] = (fl, ml, fm, mm)
+        return self._levels[key]
+
+    def problem(self, stage: StageConfig, li: int, current: np.ndarray | None = None) -> "LevelProblem":
+        """The loss of level ``li`` of ``stage``; ``current`` (fixed world -> moving world) places reoriented
+        learned features (DISA ``reorient``)."""
+        generator = self.generator
+        dtype = self.fixed.dtype
+        d = self.fixed_grid.ndim
+        fl, ml, fm, mm = self.levels(stage, li)
+        metric = self.metric(stage)
+        name = stage.metric.lower()
+        key = (name, self.shrink(stage, li), fm is not None, self._options_key(stage))
+        if name in FEATURE_METRICS:
+            # descriptor metrics: features computed once per level and warped (not recomputed) at every
+            # iteration; the similarity is then a point-wise SSD between feature vectors
+            if key not in self._features:
+                extract = FEATURE_METRICS[name]
+                self._features[key] = (
+                    Level(extract(fl.data, fl.grid, stage.metric_options), fl.grid),
+                    Level(extract(ml.data, ml.grid, stage.metric_options), ml.grid),
+                )
+            fl, ml = self._features[key]
+            metric = self.metric(StageConfig(metric="mse"))
+            name = "mse"
+        elif hasattr(metric, "feature_level"):
+            # learned feature metrics (DISA): feature maps computed once per level on their own grid
+            # (e.g. stride 4); masks follow onto that grid
+            reorient = int(getattr(metric, "reorient", 0) or 0) > 0
+            if key not in self._features:
+                ff, fgrid = metric.feature_level(fl.data[:, :1], fl.grid, dense=getattr(metric, "fixed_points", "") == "dense")
+                fm2 = None if fm is None else (_regrid(fm, fl.grid, fgrid, "nearest") > 0.5).to(dtype)
+                if reorient:
+                    from .reorient import ReorientedMoving
+
+                    frame = ReorientedMoving(metric, fgrid, ml.data, ml.grid, mm)
+                    mf, extra, mgrid, _ = frame.features(np.eye(d + 1))
+                    self._features[key] = (Level(ff, fgrid), Level(mf, mgrid), fm2, extra[:, 1:] if extra.shape[1] > 1 else None, frame)
+                else:
+                    mf, mgrid = metric.feature_level(ml.data[:, :1], ml.grid, dense=False, moving=True)
+                    mm2 = None if mm is None else _regrid(mm, ml.grid, mgrid, "linear")
+                    self._features[key] = (Level(ff, fgrid), Level(mf, mgrid), fm2, mm2, None)
+            fl, ml, fm, mm, frame = self._features[key]
+            metric = metric.feature_similarity()
+            if frame is not None:
+                prob = LevelProblem(fl, ml, fm, None, metric, regularizers_of(stage), generator=generator,
+                                     points_subset=_subset(stage, fl.grid, metric))
+                prob.reoriented = frame
+                prob.reorient(np.eye(d + 1) if current is None else current)
+                return prob
+        elif hasattr(metric, "sample_locations") and stage.kind.is_linear:
+            # patch metrics (MAD): fixed-space patches placed once per level (seeded), resampled from the
+            # moving image through the transform at every evaluation
+            locations = metric.sample_locations(fl.data[:, :1], fl.grid, fm, generator)
+            return LevelProblem(fl, ml, None, mm, metric, regularizers_of(stage), locations=locations)
+        subset = _subset(stage, fl.grid, metric) if name in POINTWISE_METRICS or getattr(metric, "pointwise", False) else 0
+        return LevelProblem(fl, ml, fm, mm, metric, regularizers_of(stage), points_subset=subset, generator=generator)
+
+
+def regularizers_of(stage: StageConfig) -> list[tuple[str, float, Callable]]:
+    """(grid key, weight, penalty(u, grid)) for the stage's non-zero regularisation terms."""
+    if stage.kind.is_linear or not stage.regularization:
+        return []
+    from .. import regularizers as R
+
+    out = []
+    reg = stage.regularization
+    if reg.get("bending", 0):
+        out.append(("smooth", float(reg["bending"]), R.bending_energy))
+    if reg.get("diffusion", 0):
+        out.append(("smooth", float(reg["diffusion"]), R.diffusion_penalty))
+    if reg.get("elastic", 0):
+        mu, lam = float(reg.get("elastic_mu", 1.0)), float(reg.get("elastic_lambda", 1.0))
+        out.append(("smooth", float(reg["elastic"]), lambda u, g: R.elastic_penalty(u, g, mu=mu, lam=lam)))
+    if reg.get("folding", 0):
+        out.append(("folding", float(reg["folding"]), R.folding_penalty))
+    return out
+
