@@ -51,7 +51,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="final transform model; earlier linear stages are added (e.g. bspline = rigid, affine, bspline)")
     p.add_argument("--levels", type=int, default=None, help="number of pyramid levels (shrink factors 2^(L-1) ... 1)")
     p.add_argument("--iterations", type=int, default=None, help="iterations at the finest level (coarser levels get more)")
-    p.add_argument("--init", choices=["none", "geometry", "com", "moments"], default=None, help="initial alignment")
+    p.add_argument("--init", choices=["auto", "none", "geometry", "com", "moments"], default=None,
+                   help="initial alignment (default auto: chosen by how the two fields of view compare; the identity "
+                        "start is always scored and kept unless another start is better)")
+    p.add_argument("--global-search", action=argparse.BooleanOptionalAction, default=None,
+                   help="multi-start search over rotations (and, for partial fields of view, placements) before the "
+                        "first linear stage (default: as the preset says)")
     p.add_argument("--initial-transform", default=None, help="linear ITK transform (fixed -> moving) to start from")
     p.add_argument("--fixed-mask", default=None, help="mask on the fixed grid (non-zero = used)")
     p.add_argument("--moving-mask", default=None, help="mask on the moving grid")
@@ -162,6 +167,8 @@ def build_config(args: argparse.Namespace):
         raise CliError(f"--metric: mad works for rigid and affine stages only, not {bad[0]} (use disa or mind)")
     if args.init:
         cfg.init = args.init
+    if getattr(args, "global_search", None) is not None:
+        cfg.global_search = args.global_search
     if args.seed is not None:
         cfg.seed = args.seed
     if args.device:
