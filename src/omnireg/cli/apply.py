@@ -6,7 +6,7 @@ import argparse
 import logging
 
 from .common import input_path, load_image_arg, output_path
-from .main import CliError
+from .errors import CliError
 
 __all__ = ["add_parser", "run"]
 

@@ -6,7 +6,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from .main import CliError
+from .common import preset_choices
+from .errors import CliError
 
 __all__ = ["add_parser", "run"]
 
@@ -16,8 +17,6 @@ _MAX_TABLE_ROWS = 50
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from ..optim import PRESETS
-
     p = sub.add_parser(
         "batch",
         help="register many pairs listed in a CSV with one configuration (resumable; local or remote Dask cluster)",
@@ -41,7 +40,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("pairs", metavar="PAIRS.csv", help="table of the pairs (see above)")
     p.add_argument("--out", "-o", required=True, help="output folder (created if missing; an earlier batch's is resumed)")
     cfg = p.add_mutually_exclusive_group()
-    cfg.add_argument("--preset", choices=sorted(PRESETS), default=None, help="ready configuration (default: affine)")
+    cfg.add_argument("--preset", choices=preset_choices(), metavar="NAME", default=None,
+                     help="ready configuration: %(choices)s (default: affine)")
     cfg.add_argument("--config", default=None, help="YAML or TOML configuration file (may name a preset)")
     p.add_argument("--seed", type=int, default=None, help="random seed of every pair (default 0)")
     run_on = p.add_argument_group("where the pairs run")

@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 
 from .common import input_path, load_image_arg, output_path
-from .main import CliError
+from .errors import CliError
 
 __all__ = ["add_parser", "run"]
 

@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 
 from .common import input_path, load_image_arg
-from .main import CliError
+from .errors import CliError
 
 __all__ = ["add_parser", "run"]
 

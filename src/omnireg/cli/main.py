@@ -13,16 +13,10 @@ import logging
 import sys
 from typing import Sequence
 
-from .. import __version__
+from .common import OneLineParser
+from .errors import USER_ERRORS, CliError
 
 __all__ = ["main", "build_parser", "CliError"]
-
-
-class CliError(Exception):
-    """A user error detected by the command line (reported as one line, exit code 2)."""
-
-
-USER_ERRORS = (CliError, ValueError, TypeError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError)
 
 
 def _commands():
@@ -32,7 +26,10 @@ def _commands():
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    """The ``omnireg`` parser; building it imports no numerical package (sub-commands import theirs in ``run``)."""
+    from .. import __version__
+
+    parser = OneLineParser(
         prog="omnireg",
         description=(
             "omnireg: image registration in world coordinates, with classical and learned similarity "

@@ -7,8 +7,9 @@ import copy
 import logging
 from pathlib import Path
 
-from .common import input_path
-from .main import CliError
+from .common import input_path, preset_choices
+from .errors import CliError
+from .progress import RegistrationProgress
 
 __all__ = ["add_parser", "run", "build_config"]
 
@@ -25,8 +26,6 @@ _TRANSFORM_STAGES = {
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from ..optim import PRESETS
-
     p = sub.add_parser(
         "register",
         help="register MOVING to FIXED (rigid, affine, deformable; mono- or multi-modal)",
@@ -41,7 +40,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("fixed", help="fixed (reference) image")
     p.add_argument("moving", help="moving image")
     p.add_argument("--out", "-o", required=True, help="output folder (created if missing)")
-    p.add_argument("--preset", choices=sorted(PRESETS), default=None, help="ready configuration (default: affine)")
+    p.add_argument("--preset", choices=preset_choices(), metavar="NAME", default=None,
+                   help="ready configuration: %(choices)s (default: affine)")
     p.add_argument("--metric", default=None,
                    help="similarity of every stage: mse, ncc, lncc, mi, nmi, ngf, lc2, mind, or the learned disa, mad "
                         "(mad: rigid/affine stages only)")
@@ -169,34 +169,6 @@ def build_config(args: argparse.Namespace):
     return cfg.validate()
 
 
-class _Progress:
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self.bar = None
-        self.key = None
-
-    def __call__(self, ev) -> None:
-        if not self.enabled:
-            return
-        from tqdm import tqdm
-
-        key = (ev.stage, ev.level)
-        if ev.phase == "optimize" and key != self.key:
-            self.close()
-            self.key = key
-            self.bar = tqdm(total=ev.max_iterations, desc=f"stage {ev.stage + 1}/{ev.n_stages} level {ev.level + 1}/{ev.n_levels}",
-                            leave=False, dynamic_ncols=True)
-        if self.bar is not None and ev.phase == "optimize":
-            self.bar.n = ev.iteration
-            self.bar.set_postfix(loss=f"{ev.loss:.4g}", refresh=False)
-            self.bar.refresh()
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
-
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -210,7 +182,7 @@ def run(args: argparse.Namespace) -> int:
             raise CliError("--initial-transform: expected one linear transform (.mat/.tfm/.txt)")
         initial = np.asarray(items[0][1])
     cfg = build_config(args)
-    progress = _Progress(enabled=not args.no_progress and not args.quiet)
+    progress = RegistrationProgress(enabled=not args.no_progress and not args.quiet)
     try:
         summary = run_registration(
             args.fixed,
