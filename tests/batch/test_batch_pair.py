@@ -68,3 +68,22 @@ def test_a_command_line_can_name_the_arguments_its_way(cohort, config):
                          moving_mask=d / "none.nii.gz")
     with pytest.raises(ValueError, match=r"^MOVING: cannot read image"):
         run_registration(d / "fixed.nii.gz", d / "moving3.nii.gz", cohort / "p", config, arg_names=cli_names)
+
+
+def test_every_output_follows_the_umask(cohort, config):
+    """result.json, images, transforms and the report get ``0o666 & ~umask`` like any file the user creates."""
+    import os
+    import stat
+
+    d = cohort / "data"
+    out = cohort / "modes"
+    old = os.umask(0o022)
+    try:
+        run_registration(d / "fixed.nii.gz", d / "moving1.nii.gz", out, config, moving_labels=d / "moving1_labels.nii.gz")
+    finally:
+        os.umask(old)
+    files = sorted(p for p in out.rglob("*") if p.is_file())
+    assert "result.json" in {p.name for p in files} and "report.html" in {p.name for p in files}
+    modes = {str(p.relative_to(out)): oct(stat.S_IMODE(p.stat().st_mode)) for p in files}
+    assert modes == {k: "0o644" for k in modes}
+    assert not [p for p in out.rglob(".*")]  # no temporary files left

@@ -20,16 +20,13 @@ identity) and after. Surface distances are not computed here (``omnireg evaluate
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-__all__ = ["OUTPUT_NAMES", "label_evaluation", "run_registration", "write_json_atomic"]
+__all__ = ["OUTPUT_NAMES", "label_evaluation", "run_registration"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,50 +36,6 @@ OUTPUT_NAMES = (
     "warped.nii.gz", "transform.h5", "linear.mat", "deformation.nii.gz", "warped_labels.nii.gz", "report.html",
     "result.json",
 )
-
-
-def _json_ready(value: Any) -> Any:
-    """Plain JSON values: NaN and infinities become ``None`` (strict JSON has no NaN), numpy scalars floats."""
-    if isinstance(value, Mapping):
-        return {str(k): _json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_ready(v) for v in value]
-    if isinstance(value, bool) or value is None or isinstance(value, (str, int)):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:
-        return _json_ready(value.item())
-    if isinstance(value, os.PathLike):
-        return str(value)
-    return str(value)
-
-
-def write_json_atomic(path: str | os.PathLike, data: Mapping, *, force: bool = True) -> Path:
-    """Write ``data`` as indented strict JSON (NaN as ``null``) through a temporary file and :func:`os.replace`.
-
-    Args:
-        path: the destination; its folder must exist.
-        data: a mapping of JSON-able values (paths and numpy scalars are converted).
-        force: replace an existing file (default); ``False`` raises ``FileExistsError`` instead.
-
-    Returns:
-        ``path`` as a Path.
-    """
-    p = Path(path)
-    if not force and p.exists():
-        raise FileExistsError(f"path: {p} exists; use --force to overwrite it")
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=".tmp-", suffix=p.suffix)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(_json_ready(data), fh, indent=2, allow_nan=False)
-            fh.write("\n")
-        os.replace(tmp, p)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return p
 
 
 def _load(path: str | os.PathLike, what: str):
@@ -207,7 +160,7 @@ def run_registration(
     import numpy as np
 
     from .. import __version__
-    from ..io import save_image
+    from ..io import json_ready, save_image, write_json_atomic
     from ..optim import register
     from ..transforms import resample
     from ..transforms.files import save_transform_outputs
@@ -275,7 +228,7 @@ def run_registration(
         from ..report import write_report
 
         write_report(out, fixed=fixed, moving=moving, result=result, fixed_labels=flabels,
-                     warped_labels=warped_labels, metrics=_json_ready(evaluation) or None, force=force)
+                     warped_labels=warped_labels, metrics=json_ready(evaluation) or None, force=force)
         outputs["report"] = "report.html"
     summary: dict[str, Any] = {
         "omnireg_version": __version__,
@@ -300,7 +253,7 @@ def run_registration(
     }
     if metadata:
         summary["metadata"] = dict(metadata)
-    summary = _json_ready(summary)
+    summary = json_ready(summary)
     write_json_atomic(out / "result.json", summary, force=force)
     logger.info("%s -> %s: outputs in %s (%.1f s)", moving_path, fixed_path, out, summary["wall_time_s"])
     return summary

@@ -50,7 +50,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
-from .pair import _json_ready, run_registration, write_json_atomic
+from ..io import json_ready, write_json_atomic
+from .pair import run_registration
 from .pairs import PairSpec
 from .summary import PairStatus, count_statuses, row_from_error, row_from_result, write_summary
 
@@ -123,7 +124,7 @@ def thread_limit(threads: int) -> Iterator[None]:
 
 
 def _same_config(stored: Any, config: Mapping) -> bool:
-    return json.loads(json.dumps(_json_ready(stored))) == json.loads(json.dumps(_json_ready(config)))
+    return json_ready(stored) == json_ready(config)
 
 
 def load_complete_result(pair_dir: str | os.PathLike) -> dict | None:
@@ -177,7 +178,7 @@ def _record_failure(spec: PairSpec, out_dir: Path, error_type: str, message: str
         write_json_atomic(final / "error.json", {
             "id": spec.id, "error_type": error_type, "error": message, "runtime_s": runtime_s,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "inputs": spec.inputs(), "traceback": tb,
-        })
+        }, force=True)
     except OSError as exc:  # the failure stays in the summary even when its folder cannot be written
         logger.error("pair %s: cannot write %s: %s", spec.id, final / "error.json", exc)
     return row_from_error(spec.id, error_type, message, runtime_s, fixed=spec.fixed, moving=spec.moving, output=final)
@@ -251,8 +252,7 @@ def _plan(pairs: Sequence[PairSpec], out: Path, config: Mapping, force: bool) ->
         result = load_complete_result(d)
         if result is not None and not force:
             if not _same_config(result.get("config"), config):
-                where = _first_difference(json.loads(json.dumps(_json_ready(result.get("config")))),
-                                          json.loads(json.dumps(_json_ready(config))))
+                where = _first_difference(json_ready(result.get("config")), json_ready(config))
                 raise ValueError(f"--out: {d} holds a result computed with another configuration ({where} differs); "
                                  "use --force to recompute it, or choose another --out")
             logger.info("pair %s: complete result in %s; skipped", spec.id, d)

@@ -22,12 +22,11 @@ import csv
 import io
 import math
 import os
-import tempfile
 from enum import Enum
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .pair import write_json_atomic
+from ..io import write_json_atomic, write_text_atomic
 
 __all__ = ["PairStatus", "SUMMARY_COLUMNS", "row_from_result", "row_from_error", "count_statuses",
            "write_summary", "format_summary"]
@@ -119,19 +118,10 @@ def write_summary(out_dir: str | os.PathLike, rows: Sequence[Mapping], *, header
     writer.writerow(SUMMARY_COLUMNS)
     for r in rows:
         writer.writerow([_cell(r.get(c)) for c in SUMMARY_COLUMNS])
-    csv_path = out / "summary.csv"
-    fd, tmp = tempfile.mkstemp(dir=out, prefix=".tmp-", suffix=".csv")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(buf.getvalue())
-        os.replace(tmp, csv_path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    csv_path = write_text_atomic(out / "summary.csv", buf.getvalue(), force=True)
     data = {**dict(header), "counts": count_statuses(rows), "columns": list(SUMMARY_COLUMNS),
             "pairs": [{c: r.get(c) for c in SUMMARY_COLUMNS} for r in rows]}
-    json_path = write_json_atomic(out / "summary.json", data)
+    json_path = write_json_atomic(out / "summary.json", data, force=True)
     return csv_path, json_path
 
 
