@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 
@@ -24,8 +23,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description=(
             "Fit T with T(fixed landmark) = moving landmark: the fixed -> moving transform that warps the MOVING "
             "image onto the FIXED grid (apply it with 'omnireg apply -m MOVING -r FIXED -t DIR/linear.mat' or "
-            "antsApplyTransforms). Landmark files: .csv (header x,y[,z][,label]; RAS unless --lps), Slicer .fcsv and "
-            ".mrk.json (their own coordinate system), elastix point files (.txt/.pts; LPS). Points are paired by "
+            "antsApplyTransforms). Landmark files: .csv (header x,y[,z] or x_ras_mm,... / x_lps,...; names from "
+            "a label, id or name column; RAS unless the columns or --lps say LPS), Slicer .fcsv and .mrk.json (their "
+            "own coordinate system), elastix point files (.txt/.pts; LPS). Points are paired by "
             "label when both files have matching labels, else by order. Writes into DIR: linear.mat (rigid, "
             "similarity, affine) or deformation.nii.gz (tps: ITK displacement field of the whole spline, affine "
             "part included, on the --reference grid), and result.json with the residual TRE."
@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..evaluation import target_registration_error
-    from ..io import write_displacement_field, write_linear_transform
+    from ..io import write_displacement_field, write_json_atomic, write_linear_transform
     from ..landmarks import ThinPlateSpline, fit_linear, pair_landmarks, read_landmarks
     from ..transforms import DisplacementField
 
@@ -116,10 +116,7 @@ def run(args: argparse.Namespace) -> int:
         out_dir.mkdir(parents=True, exist_ok=True)
         write_linear_transform(matrix, out_dir / names[0], force=args.force)
     result["transforms"] = [names[0]]
-    path = out_dir / names[1]
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    path = write_json_atomic(out_dir / names[1], result, force=args.force)
     res = result["residual"]
     print(
         f"{args.model}: {p.shape[0]} landmarks, TRE before {result['initial']['tre_mean_mm']:.4g} mm (mean), "
