@@ -87,3 +87,21 @@ def test_every_output_follows_the_umask(cohort, config):
     modes = {str(p.relative_to(out)): oct(stat.S_IMODE(p.stat().st_mode)) for p in files}
     assert modes == {k: "0o644" for k in modes}
     assert not [p for p in out.rglob(".*")]  # no temporary files left
+
+
+def test_a_float_intensity_image_given_as_labels_is_refused_before_any_work(cohort, config, monkeypatch):
+    """Labels must hold whole numbers; the check runs before the registration, so nothing is written."""
+    import omnireg.optim
+
+    d = cohort / "data"
+    save_image(Image(torch.rand(1, *load_image(d / "fixed.nii.gz").grid.shape) + 0.1, load_image(d / "fixed.nii.gz").grid),
+               d / "float.nii.gz")
+
+    def no_registration(*args, **kwargs):
+        raise AssertionError("the registration ran")
+
+    monkeypatch.setattr(omnireg.optim, "register", no_registration)
+    for key in ("fixed_labels", "moving_labels"):
+        with pytest.raises(ValueError, match=rf"^{key}: expected a label map \(integer values\), got non-integer values"):
+            run_registration(d / "fixed.nii.gz", d / "fixed.nii.gz", cohort / "o", config, **{key: d / "float.nii.gz"})
+    assert not (cohort / "o").exists()

@@ -24,7 +24,9 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Iterable, Mapping
+
+from .inputs import check_config, load_inputs
 
 __all__ = ["OUTPUT_NAMES", "label_evaluation", "run_registration"]
 
@@ -36,39 +38,6 @@ OUTPUT_NAMES = (
     "warped.nii.gz", "transform.h5", "linear.mat", "deformation.nii.gz", "warped_labels.nii.gz", "report.html",
     "result.json",
 )
-
-
-def _load(path: str | os.PathLike, what: str):
-    """An image from a path; errors name the argument (``what``) and the file."""
-    from ..io import load_image
-
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"{what}: no such file or directory: {p}")
-    try:
-        return load_image(p)
-    except (ValueError, OSError, RuntimeError) as exc:
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ValueError(f"{what}: {msg}" if str(p) in msg else f"{what}: cannot read image {p}: {msg}") from exc
-
-
-def _landmark_pairs(fixed_path, moving_path, ndim: int, name: Callable[[str], str]):
-    from ..landmarks import pair_landmarks, read_landmarks
-
-    sets = []
-    for key, path in (("fixed_landmarks", fixed_path), ("moving_landmarks", moving_path)):
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"{name(key)}: no such file: {path}")
-        try:
-            sets.append(read_landmarks(path))
-        except ValueError as exc:
-            raise ValueError(f"{name(key)}: {str(exc).splitlines()[0]}") from exc
-    if sets[0].ndim != ndim:
-        raise ValueError(f"{name('fixed_landmarks')}: expected {ndim}D points for {ndim}D images, got {sets[0].ndim}D")
-    try:
-        return pair_landmarks(sets[0], sets[1])
-    except ValueError as exc:
-        raise ValueError(f"{name('moving_landmarks')}: {str(exc).splitlines()[0]}") from exc
 
 
 def label_evaluation(fixed_labels, moving_labels, transform, fixed_grid) -> tuple[dict, Any]:
@@ -157,8 +126,6 @@ def run_registration(
         ValueError, TypeError: unreadable inputs, mismatching dimensions or grids, one landmark file
             without the other, or an invalid configuration (the message names the argument).
     """
-    import numpy as np
-
     from .. import __version__
     from ..io import json_ready, save_image, write_json_atomic
     from ..optim import register
@@ -173,30 +140,12 @@ def run_registration(
 
     out = Path(out_dir)
     _check_out_dir(out, force, name("out_dir"))
-    if (fixed_landmarks is None) != (moving_landmarks is None):
-        missing = "moving_landmarks" if moving_landmarks is None else "fixed_landmarks"
-        raise ValueError(f"{name(missing)}: required as well; the TRE needs landmarks of both images")
-    fixed = _load(fixed_path, name("fixed"))
-    moving = _load(moving_path, name("moving"))
-    if fixed.ndim != moving.ndim:
-        raise ValueError(f"{name('moving')}: expected a {fixed.ndim}D image like {name('fixed')}, got {moving.ndim}D")
-    optional = {key: _load(path, name(key)) if path is not None else None for key, path in (
-        ("fixed_mask", fixed_mask), ("moving_mask", moving_mask), ("fixed_labels", fixed_labels),
-        ("moving_labels", moving_labels))}
-    for key, img in optional.items():
-        ref_key = key.split("_")[0]
-        ref = fixed if ref_key == "fixed" else moving
-        if img is not None and not img.grid.same_as(ref.grid, atol=1e-3):
-            raise ValueError(f"{name(key)}: expected the grid of the {name(ref_key)} image {ref.grid!r}, got {img.grid!r}")
-    fmask, mmask, flabels, mlabels = optional.values()
-    landmarks = None
-    if fixed_landmarks is not None:
-        landmarks = _landmark_pairs(fixed_landmarks, moving_landmarks, fixed.ndim, name)
-    if initial is not None:
-        initial = np.asarray(initial, dtype=np.float64)
-        if initial.shape != (fixed.ndim + 1, fixed.ndim + 1):
-            raise ValueError(f"{name('initial')}: expected a ({fixed.ndim + 1}, {fixed.ndim + 1}) matrix, "
-                             f"got {initial.shape}")
+    config = check_config(config, name)
+    inputs = load_inputs(fixed_path, moving_path, fixed_mask=fixed_mask, moving_mask=moving_mask,
+                         fixed_labels=fixed_labels, moving_labels=moving_labels, fixed_landmarks=fixed_landmarks,
+                         moving_landmarks=moving_landmarks, initial=initial, name=name)
+    fixed, moving, initial, landmarks = inputs.fixed, inputs.moving, inputs.initial, inputs.landmarks
+    fmask, mmask, flabels, mlabels = inputs.fixed_mask, inputs.moving_mask, inputs.fixed_labels, inputs.moving_labels
 
     result = register(fixed, moving, config=config, fixed_mask=fmask, moving_mask=mmask, initial=initial,
                       callbacks=list(callbacks))

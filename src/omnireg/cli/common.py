@@ -8,7 +8,8 @@ from typing import Callable, Iterator
 
 from .errors import CliError
 
-__all__ = ["DeferredParser", "LazyChoices", "OneLineParser", "command_line", "input_path", "output_path", "load_image_arg", "preset_choices"]
+__all__ = ["DeferredParser", "LazyChoices", "OneLineParser", "command_line", "input_path", "label_map_arg", "landmarks_arg",
+           "load_image_arg", "output_path", "paired_landmarks", "preset_choices", "transform_chain_arg"]
 
 
 class LazyChoices:
@@ -121,6 +122,69 @@ def load_image_arg(path: str | Path, what: str):
         if "cannot read image" not in msg:  # io's own messages already name the file
             msg = f"cannot read image {p}: {msg}"
         raise CliError(f"{what}: {msg}") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _without_name(message: str, names: tuple[str, ...]) -> str:
+    """``message`` without a leading ``name: `` of a library argument (the flag is named instead)."""
+    for n in names:
+        if message.startswith(f"{n}: "):
+            return message[len(n) + 2:]
+    return message
+
+
+def label_map_arg(path: str | Path, what: str):
+    """A label map given on the command line (integer values, :func:`omnireg.batch.inputs.as_label_map`)."""
+    from ..batch.inputs import as_label_map
+
+    image = load_image_arg(path, what)
+    try:
+        return as_label_map(image, what)
+    except ValueError as exc:
+        raise CliError(_first_line(exc)) from exc
+
+
+def transform_chain_arg(specs: list[str], what: str, *, ndim: int):
+    """The transform of a list of transform files in ``antsApplyTransforms -t`` order; errors name ``what``."""
+    from ..transforms.files import load_transform_chain, parse_transform_spec
+
+    for spec in specs:
+        try:
+            path = parse_transform_spec(spec)[0]
+        except ValueError as exc:
+            raise CliError(f"{what}: {_without_name(_first_line(exc), ('spec', 'transform'))}") from exc
+        input_path(path, what)
+    try:
+        return load_transform_chain(specs, ndim=ndim)
+    except (ValueError, OSError, RuntimeError, KeyError) as exc:
+        raise CliError(f"{what}: {_without_name(_first_line(exc), ('transform', 'specs'))}") from exc
+
+
+def landmarks_arg(path: str | Path, what: str, **options):
+    """A landmark file given on the command line (:func:`omnireg.landmarks.read_landmarks` options)."""
+    from ..landmarks import read_landmarks
+
+    p = input_path(path, what)
+    try:
+        return read_landmarks(p, **options)
+    except (ValueError, OSError) as exc:
+        raise CliError(f"{what}: {_without_name(_first_line(exc), ('path',))}") from exc
+
+
+def paired_landmarks(fixed, moving, fixed_what: str, moving_what: str):
+    """:func:`omnireg.landmarks.pair_landmarks` of two sets read from the flags ``fixed_what`` and ``moving_what``."""
+    from ..landmarks import pair_landmarks
+
+    if fixed.ndim != moving.ndim:
+        raise CliError(f"{moving_what}: expected {fixed.ndim}D points like {fixed_what}, got {moving.ndim}D")
+    try:
+        return pair_landmarks(fixed, moving)
+    except ValueError as exc:
+        raise CliError(f"{moving_what}: {_without_name(_first_line(exc), ('moving', 'fixed'))}") from exc
 
 
 def command_line(args) -> str:

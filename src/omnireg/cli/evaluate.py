@@ -6,7 +6,15 @@ import argparse
 import logging
 from pathlib import Path
 
-from .common import input_path, load_image_arg, output_path
+from .common import (
+    input_path,
+    label_map_arg,
+    landmarks_arg,
+    load_image_arg,
+    output_path,
+    paired_landmarks,
+    transform_chain_arg,
+)
 from .errors import CliError
 
 __all__ = ["add_parser", "run"]
@@ -53,13 +61,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _check_transform_files(specs: list[str], what: str) -> None:
-    from ..transforms.files import parse_transform_spec
-
-    for spec in specs:
-        input_path(parse_transform_spec(spec)[0], what)
-
-
 def run(args: argparse.Namespace) -> int:
     from ..evaluation import (
         build_report,
@@ -91,57 +92,53 @@ def run(args: argparse.Namespace) -> int:
         if Path(out).suffix.lower() not in (".json", ".csv"):
             raise CliError(f"--out: expected a file name ending in .json or .csv, got {out.name!r}")
 
+    # every input is read and checked before anything is computed
     inputs: dict = {}
-    sections: dict = {}
-    fixed_labels = None
+    fixed_labels = warped_labels = names = None
     if do_labels:
-        fixed_labels = load_image_arg(args.fixed_labels, "--fixed-labels")
-        warped_labels = load_image_arg(args.warped_labels, "--warped-labels")
+        fixed_labels = label_map_arg(args.fixed_labels, "--fixed-labels")
+        warped_labels = label_map_arg(args.warped_labels, "--warped-labels")
         if not fixed_labels.grid.same_as(warped_labels.grid, atol=1e-4):
             raise CliError(
                 f"--warped-labels: expected a label map on the grid of --fixed-labels {fixed_labels.grid!r}, got "
                 f"{warped_labels.grid!r}; warp it onto the fixed grid first (omnireg apply -r FIXED_LABELS)"
             )
         names = read_label_table(input_path(args.lut, "--lut")) if args.lut else None
-        sections["labels"] = label_metrics(
-            fixed_labels, warped_labels, labels=args.labels, names=names, distances=not args.no_distances
-        )
         inputs.update(fixed_labels=args.fixed_labels, warped_labels=args.warped_labels, lut=args.lut)
-
     if do_landmarks:
-        from ..landmarks import pair_landmarks, read_landmarks
-        from ..transforms.files import load_transform_chain
-
         system = "lps" if args.lps else None
-        fixed = read_landmarks(input_path(args.landmarks_fixed, "--landmarks-fixed"), coordinate_system=system)
-        moving = read_landmarks(input_path(args.landmarks_moving, "--landmarks-moving"), coordinate_system=system)
-        p, q, _ = pair_landmarks(fixed, moving)
-        transform = None
-        if args.transform:
-            _check_transform_files(args.transform, "--transform")
-            transform = load_transform_chain(args.transform, ndim=p.shape[1])
-        set_name = Path(args.landmarks_fixed).name
-        sections["landmarks"] = {set_name: target_registration_error(p, q, transform)}
-        sections["initial_landmarks"] = {set_name: target_registration_error(p, q)}
+        fixed = landmarks_arg(args.landmarks_fixed, "--landmarks-fixed", coordinate_system=system)
+        moving = landmarks_arg(args.landmarks_moving, "--landmarks-moving", coordinate_system=system)
+        p, q, _ = paired_landmarks(fixed, moving, "--landmarks-fixed", "--landmarks-moving")
+        tre_transform = transform_chain_arg(args.transform, "--transform", ndim=p.shape[1]) if args.transform else None
         inputs.update(landmarks_fixed=args.landmarks_fixed, landmarks_moving=args.landmarks_moving,
                       transform=list(args.transform or []))
-
     if do_jacobian:
-        from ..transforms.files import load_transform_chain
-
         if args.reference is not None:
             grid = load_image_arg(args.reference, "--reference").grid
         elif fixed_labels is not None:
             grid = fixed_labels.grid
         else:
             raise CliError("--reference: required with --jacobian-of (the grid to evaluate on) unless --fixed-labels is given")
-        _check_transform_files(args.jacobian_of, "--jacobian-of")
-        transform = load_transform_chain(args.jacobian_of, ndim=grid.ndim)
+        jac_transform = transform_chain_arg(args.jacobian_of, "--jacobian-of", ndim=grid.ndim)
         mask = load_image_arg(args.mask, "--mask") if args.mask else None
         if mask is not None and not mask.grid.same_as(grid, atol=1e-4):
             raise CliError(f"--mask: expected a mask on the reference grid {grid!r}, got {mask.grid!r}")
-        sections["jacobian"] = jacobian_statistics(transform, grid, mask=mask)
+        if mask is not None and not bool((mask.data != 0).any()):
+            raise CliError("--mask: the mask is empty (all zero)")
         inputs.update(jacobian_of=list(args.jacobian_of), reference=args.reference, mask=args.mask)
+
+    sections: dict = {}
+    if do_labels:
+        sections["labels"] = label_metrics(
+            fixed_labels, warped_labels, labels=args.labels, names=names, distances=not args.no_distances
+        )
+    if do_landmarks:
+        set_name = Path(args.landmarks_fixed).name
+        sections["landmarks"] = {set_name: target_registration_error(p, q, tre_transform)}
+        sections["initial_landmarks"] = {set_name: target_registration_error(p, q)}
+    if do_jacobian:
+        sections["jacobian"] = jacobian_statistics(jac_transform, grid, mask=mask)
 
     report = build_report(inputs=inputs, **sections)
     print(format_report(report))

@@ -6,7 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from .common import input_path, load_image_arg
+from .common import landmarks_arg, load_image_arg, paired_landmarks
 from .errors import CliError
 
 __all__ = ["add_parser", "run"]
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..evaluation import target_registration_error
     from ..io import write_displacement_field, write_json_atomic, write_linear_transform
-    from ..landmarks import ThinPlateSpline, fit_linear, pair_landmarks, read_landmarks
+    from ..landmarks import ThinPlateSpline, fit_linear
     from ..transforms import DisplacementField
 
     out_dir = Path(args.out)
@@ -76,9 +76,9 @@ def run(args: argparse.Namespace) -> int:
     reference = load_image_arg(args.reference, "--reference") if args.reference else None
     system = "lps" if args.lps else None
     grid = reference.grid if reference is not None else None
-    fixed = read_landmarks(input_path(args.fixed, "--fixed"), coordinate_system=system, reference=grid)
-    moving = read_landmarks(input_path(args.moving, "--moving"), coordinate_system=system, reference=grid)
-    p, q, point_names = pair_landmarks(fixed, moving)
+    fixed = landmarks_arg(args.fixed, "--fixed", coordinate_system=system, reference=grid)
+    moving = landmarks_arg(args.moving, "--moving", coordinate_system=system, reference=grid)
+    p, q, point_names = paired_landmarks(fixed, moving, "--fixed", "--moving")
     if grid is not None and grid.ndim != p.shape[1]:
         raise CliError(f"--reference is {grid.ndim}D but the landmarks are {p.shape[1]}D")
     log.info("%d landmark pairs", p.shape[0])

@@ -14,7 +14,7 @@ import sys
 from typing import Sequence
 
 from .common import OneLineParser
-from .errors import USER_ERRORS, CliError
+from .errors import EXIT_USAGE, USER_ERRORS, CliError
 
 __all__ = ["main", "build_parser", "CliError"]
 
@@ -59,7 +59,10 @@ def _configure_logging(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error (one line, exit code 2): a return value
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_USAGE)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # the command line, recorded by `train`
     if args.command is None:
         parser.print_help()

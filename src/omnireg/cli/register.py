@@ -7,6 +7,7 @@ import copy
 import logging
 from pathlib import Path
 
+from .checks import checked_config, config_names, read_config_file, read_initial_transform
 from .common import input_path, preset_choices
 from .errors import CliError
 from .progress import RegistrationProgress
@@ -84,29 +85,12 @@ def _learned_levels(stage) -> tuple[list, list, None]:
     return [2, 1], [int(stage.iterations[-1]) * 2, int(stage.iterations[-1])], None
 
 
-def _read_config_file(path: Path) -> dict:
-    text = path.read_text()
-    try:
-        if path.suffix.lower() == ".toml":
-            import tomllib
-
-            return tomllib.loads(text)
-        import yaml
-
-        data = yaml.safe_load(text)
-    except Exception as exc:  # noqa: BLE001 - parse errors of either library
-        raise CliError(f"--config: cannot parse {path}: {str(exc).splitlines()[0]}") from exc
-    if not isinstance(data, dict):
-        raise CliError(f"--config: {path} does not hold a mapping of options")
-    return data
-
-
 def build_config(args: argparse.Namespace):
     """The RegistrationConfig from preset, config file and flags (flags win)."""
     from ..optim import PRESETS, RegistrationConfig, StageConfig, mad_stages
 
     if args.config:
-        data = _read_config_file(input_path(args.config, "--config"))
+        data = read_config_file(input_path(args.config, "--config"))
         if "preset" in data:
             base = copy.deepcopy(PRESETS[data.pop("preset")])
             base.update(data)
@@ -170,18 +154,10 @@ def build_config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from ..batch import run_registration
-    from ..io import read_transform_file
 
-    initial = None
-    if args.initial_transform:
-        items = read_transform_file(input_path(args.initial_transform, "--initial-transform"))
-        if len(items) != 1 or items[0][0] != "linear":
-            raise CliError("--initial-transform: expected one linear transform (.mat/.tfm/.txt)")
-        initial = np.asarray(items[0][1])
-    cfg = build_config(args)
+    cfg = checked_config(args, build_config)
+    initial = read_initial_transform(args.initial_transform) if args.initial_transform else None
     progress = RegistrationProgress(enabled=not args.no_progress and not args.quiet)
     try:
         summary = run_registration(
@@ -203,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
                 "out_dir": "--out", "fixed": "FIXED", "moving": "MOVING", "fixed_mask": "--fixed-mask",
                 "moving_mask": "--moving-mask", "fixed_labels": "--fixed-labels", "moving_labels": "--moving-labels",
                 "fixed_landmarks": "--fixed-landmarks", "moving_landmarks": "--moving-landmarks",
-                "initial": "--initial-transform",
+                "initial": "--initial-transform", **config_names(args),
             },
         )
     finally:
