@@ -127,7 +127,7 @@ def run_registration(
             without the other, or an invalid configuration (the message names the argument).
     """
     from .. import __version__
-    from ..io import json_ready, save_image, write_json_atomic
+    from ..io import json_ready, save_image, staged_outputs, write_json_atomic
     from ..optim import register
     from ..transforms import resample
     from ..transforms.files import save_transform_outputs
@@ -150,59 +150,62 @@ def run_registration(
     result = register(fixed, moving, config=config, fixed_mask=fmask, moving_mask=mmask, initial=initial,
                       callbacks=list(callbacks))
 
-    out.mkdir(parents=True, exist_ok=True)
-    files = save_transform_outputs(result, out, force=force)
-    save_image(result.warped, out / "warped.nii.gz", force=force)
-    outputs: dict[str, Any] = {"warped": "warped.nii.gz", "transform": "transform.h5", "ants_order": files}
-    evaluation: dict[str, Any] = {}
-    if mlabels is not None:
-        if flabels is not None:
-            evaluation["labels"], warped_labels = label_evaluation(flabels, mlabels, result.transform, fixed.grid)
+    # every output is written into a staging folder inside the output folder and moved into place at the end
+    # (result.json last): an interruption (Ctrl-C) or an error leaves the output folder as it was
+    final = out
+    with staged_outputs(final, force=force, last="result.json") as out:
+        files = save_transform_outputs(result, out, force=force)
+        save_image(result.warped, out / "warped.nii.gz", force=force)
+        outputs: dict[str, Any] = {"warped": "warped.nii.gz", "transform": "transform.h5", "ants_order": files}
+        evaluation: dict[str, Any] = {}
+        if mlabels is not None:
+            if flabels is not None:
+                evaluation["labels"], warped_labels = label_evaluation(flabels, mlabels, result.transform, fixed.grid)
+            else:
+                warped_labels = resample(mlabels, result.transform, onto=fixed.grid, interp="nearest")
+            save_image(warped_labels, out / "warped_labels.nii.gz", force=force)
+            outputs["warped_labels"] = "warped_labels.nii.gz"
         else:
-            warped_labels = resample(mlabels, result.transform, onto=fixed.grid, interp="nearest")
-        save_image(warped_labels, out / "warped_labels.nii.gz", force=force)
-        outputs["warped_labels"] = "warped_labels.nii.gz"
-    else:
-        warped_labels = None
-    if landmarks is not None:
-        from ..evaluation import target_registration_error
+            warped_labels = None
+        if landmarks is not None:
+            from ..evaluation import target_registration_error
 
-        p, q, names = landmarks
-        evaluation["landmarks"] = {
-            "count": int(p.shape[0]),
-            "before": target_registration_error(p, q).to_dict(prefix="tre_"),
-            "after": target_registration_error(p, q, result.transform).to_dict(prefix="tre_"),
+            p, q, names = landmarks
+            evaluation["landmarks"] = {
+                "count": int(p.shape[0]),
+                "before": target_registration_error(p, q).to_dict(prefix="tre_"),
+                "after": target_registration_error(p, q, result.transform).to_dict(prefix="tre_"),
+            }
+        if report:
+            from ..report import write_report
+
+            write_report(out, fixed=fixed, moving=moving, result=result, fixed_labels=flabels,
+                         warped_labels=warped_labels, metrics=json_ready(evaluation) or None, force=force)
+            outputs["report"] = "report.html"
+        summary: dict[str, Any] = {
+            "omnireg_version": __version__,
+            "fixed": str(fixed_path),
+            "moving": str(moving_path),
+            "inputs": {k: (None if v is None else str(v)) for k, v in (
+                ("fixed_mask", fixed_mask), ("moving_mask", moving_mask), ("fixed_labels", fixed_labels),
+                ("moving_labels", moving_labels), ("fixed_landmarks", fixed_landmarks), ("moving_landmarks", moving_landmarks))},
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "metric_before": result.metric_before,
+            "metric_after": result.metric_after,
+            "runtime_s": result.runtime_s,
+            "stage_runtimes_s": result.stage_runtimes_s,
+            "wall_time_s": time.perf_counter() - t0,
+            "outputs": outputs,
+            "antsApplyTransforms": "antsApplyTransforms -d {d} -i MOVING -r FIXED -o OUT {t}".format(
+                d=fixed.ndim, t=" ".join(f"-t {f}" for f in files)
+            ),
+            "evaluation": evaluation,
+            "history": [h.__dict__ for h in result.history],
+            "config": result.config,
         }
-    if report:
-        from ..report import write_report
-
-        write_report(out, fixed=fixed, moving=moving, result=result, fixed_labels=flabels,
-                     warped_labels=warped_labels, metrics=json_ready(evaluation) or None, force=force)
-        outputs["report"] = "report.html"
-    summary: dict[str, Any] = {
-        "omnireg_version": __version__,
-        "fixed": str(fixed_path),
-        "moving": str(moving_path),
-        "inputs": {k: (None if v is None else str(v)) for k, v in (
-            ("fixed_mask", fixed_mask), ("moving_mask", moving_mask), ("fixed_labels", fixed_labels),
-            ("moving_labels", moving_labels), ("fixed_landmarks", fixed_landmarks), ("moving_landmarks", moving_landmarks))},
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "metric_before": result.metric_before,
-        "metric_after": result.metric_after,
-        "runtime_s": result.runtime_s,
-        "stage_runtimes_s": result.stage_runtimes_s,
-        "wall_time_s": time.perf_counter() - t0,
-        "outputs": outputs,
-        "antsApplyTransforms": "antsApplyTransforms -d {d} -i MOVING -r FIXED -o OUT {t}".format(
-            d=fixed.ndim, t=" ".join(f"-t {f}" for f in files)
-        ),
-        "evaluation": evaluation,
-        "history": [h.__dict__ for h in result.history],
-        "config": result.config,
-    }
-    if metadata:
-        summary["metadata"] = dict(metadata)
-    summary = json_ready(summary)
-    write_json_atomic(out / "result.json", summary, force=force)
-    logger.info("%s -> %s: outputs in %s (%.1f s)", moving_path, fixed_path, out, summary["wall_time_s"])
+        if metadata:
+            summary["metadata"] = dict(metadata)
+        summary = json_ready(summary)
+        write_json_atomic(out / "result.json", summary, force=force)
+    logger.info("%s -> %s: outputs in %s (%.1f s)", moving_path, fixed_path, final, summary["wall_time_s"])
     return summary

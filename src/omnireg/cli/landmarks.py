@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..evaluation import target_registration_error
-    from ..io import write_displacement_field, write_json_atomic, write_linear_transform
+    from ..io import staged_outputs, write_displacement_field, write_json_atomic, write_linear_transform
     from ..landmarks import ThinPlateSpline, fit_linear
     from ..transforms import DisplacementField
 
@@ -100,8 +100,6 @@ def run(args: argparse.Namespace) -> int:
         result["residual"] = _tre_dict(target_registration_error(p, q, tps))
         with torch.no_grad():
             field = tps.displacement(grid, dtype=torch.float64)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        write_displacement_field(field[0], grid, out_dir / names[0], force=args.force)
         inside = grid.transform_points(p, "world", "voxel")
         outside = np.any((inside < -0.5) | (inside > np.asarray(grid.shape) - 0.5), axis=1)
         if outside.any():
@@ -113,10 +111,14 @@ def run(args: argparse.Namespace) -> int:
         matrix = fit_linear(p, q, model=args.model)
         result["matrix_ras"] = matrix.tolist()
         result["residual"] = _tre_dict(target_registration_error(p, q, matrix))
-        out_dir.mkdir(parents=True, exist_ok=True)
-        write_linear_transform(matrix, out_dir / names[0], force=args.force)
     result["transforms"] = [names[0]]
-    path = write_json_atomic(out_dir / names[1], result, force=args.force)
+    with staged_outputs(out_dir, force=args.force, last=names[1]) as stage:  # both files or neither
+        if args.model == "tps":
+            write_displacement_field(field[0], grid, stage / names[0])
+        else:
+            write_linear_transform(matrix, stage / names[0])
+        write_json_atomic(stage / names[1], result)
+    path = out_dir / names[1]
     res = result["residual"]
     print(
         f"{args.model}: {p.shape[0]} landmarks, TRE before {result['initial']['tre_mean_mm']:.4g} mm (mean), "

@@ -6,7 +6,7 @@ tensor-axis order, transforms mapping fixed to moving world points); everything 
 Writers are atomic and refuse to overwrite an existing file unless ``force=True``.
 """
 
-from ._files import atomic_output, json_ready, write_bytes_atomic, write_json_atomic, write_text_atomic
+from ._files import atomic_output, json_ready, staged_outputs, write_bytes_atomic, write_json_atomic, write_text_atomic
 from .images import image_info, load_image, save_image
 from .itk_transforms import (
     DisplacementItem,
@@ -36,6 +36,7 @@ __all__ = [
     "write_composite_h5",
     "read_transform_file",
     "atomic_output",
+    "staged_outputs",
     "write_bytes_atomic",
     "write_text_atomic",
     "write_json_atomic",

@@ -14,6 +14,11 @@ or one of the helpers built on it (:func:`write_bytes_atomic`, :func:`write_text
 * on any exception, ``KeyboardInterrupt`` (Ctrl-C) included, the temporary folder and everything in it
   are removed: an interrupted write leaves neither a partial file nor a temporary file.
 
+A run that writes several files into one folder (``omnireg register``) writes them through
+:func:`staged_outputs`: into a hidden staging folder inside the destination, moved into place together
+at the end. An interruption before that leaves the destination as it was (files that existed before
+are never replaced by half a run, files of the interrupted run never appear).
+
 JSON written by omnireg is strict (no ``NaN``): :func:`json_ready` is the one conversion of values to
 plain JSON (NaN and infinities become ``null``; NumPy and torch scalars and arrays, paths, enums and
 dataclasses become plain values).
@@ -39,6 +44,7 @@ __all__ = [
     "check_input_file",
     "extension",
     "json_ready",
+    "staged_outputs",
     "write_bytes_atomic",
     "write_json_atomic",
     "write_text_atomic",
@@ -221,3 +227,82 @@ def write_json_atomic(path: str | os.PathLike, data: Any, *, force: bool = False
     """
     text = json.dumps(json_ready(data), indent=indent, allow_nan=False) + "\n"
     return write_text_atomic(path, text, force=force)
+
+
+_STAGING_PREFIX = ".omnireg-partial-"
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _commit(stage: Path, out: Path, *, force: bool, last: str | None) -> list[str]:
+    """Move every entry of ``stage`` into ``out`` (``last`` at the end); all or none of them (rolled back on error)."""
+    entries = sorted((p for p in stage.iterdir() if p.name != ".old"), key=lambda p: (p.name == last, p.name))
+    clash = [p.name for p in entries if (out / p.name).exists()]
+    if clash and not force:
+        raise FileExistsError(f"{out} already holds {', '.join(clash)}; pass force=True to overwrite")
+    backup = stage / ".old"
+    backup.mkdir()
+    replaced: list[str] = []
+    installed: list[str] = []
+    try:
+        for p in entries:
+            if (out / p.name).exists():
+                os.replace(out / p.name, backup / p.name)  # a folder (report_files/) is replaced as a whole
+                replaced.append(p.name)
+            os.replace(p, out / p.name)
+            installed.append(p.name)
+    except BaseException:
+        for name in installed:
+            _remove(out / name)
+        for name in replaced:
+            os.replace(backup / name, out / name)
+        raise
+    _fsync_dir(out)
+    return installed
+
+
+@contextmanager
+def staged_outputs(out_dir: str | os.PathLike, *, force: bool, last: str | None = None) -> Iterator[Path]:
+    """Yield a staging folder for the outputs of one run; move them into ``out_dir`` together on success.
+
+    The staging folder is a hidden folder inside ``out_dir`` (created if missing), so the final moves are
+    renames on one file system. On success every file and folder written into it is moved into
+    ``out_dir`` (``last`` at the end, e.g. the ``result.json`` that marks a finished run), replacing
+    existing ones only with ``force``; if a move fails, the moves already made are undone. On any
+    exception, ``KeyboardInterrupt`` included, the staging folder is removed, ``out_dir`` keeps exactly
+    what it held before, and ``out_dir`` itself is removed if this call created it and it is empty.
+
+    Args:
+        out_dir: the destination folder.
+        force: replace outputs that already exist in ``out_dir``.
+        last: the name of the entry moved last.
+
+    Raises:
+        FileExistsError: an output exists in ``out_dir`` and ``force`` is false (checked when committing).
+        NotADirectoryError: ``out_dir`` exists and is not a folder.
+    """
+    if not isinstance(force, bool):
+        raise TypeError(f"force: expected a bool, got {type(force).__name__}")
+    out = as_path(out_dir, "out_dir")
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"{out} exists and is not a folder")
+    created = [p for p in [out, *out.parents] if not p.exists()]
+    out.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=_STAGING_PREFIX, dir=out))
+    try:
+        yield stage
+        _commit(stage, out, force=force, last=last)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        for folder in created:  # innermost first: only the folders this call made, and only if empty
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        raise
+    shutil.rmtree(stage, ignore_errors=True)
