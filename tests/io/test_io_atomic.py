@@ -128,3 +128,54 @@ def test_atomic_writing_and_json_conversion_have_one_home():
             if bad:
                 offenders.append(f"{path.relative_to(SRC)}:{line} {kind} {name}")
     assert offenders == []
+
+
+def test_staged_outputs_appear_together_or_not_at_all(tmp_path):
+    from omnireg.io import staged_outputs
+
+    out = tmp_path / "new" / "out"
+    with pytest.raises(KeyboardInterrupt):
+        with staged_outputs(out, force=False) as stage:
+            write_text_atomic(stage / "a.txt", "a")
+            raise KeyboardInterrupt
+    assert list(tmp_path.iterdir()) == []  # the folders this call created are gone too
+    with staged_outputs(out, force=False, last="result.json") as stage:
+        write_text_atomic(stage / "result.json", "{}")
+        (stage / "pictures").mkdir()
+        write_bytes_atomic(stage / "pictures" / "p.png", b"png")
+        assert not (out / "result.json").exists()  # nothing is visible before the end
+    assert sorted(p.name for p in out.iterdir()) == ["pictures", "result.json"]
+    # a rerun without force is refused when it would replace outputs, and leaves them
+    with pytest.raises(FileExistsError, match="result.json"):
+        with staged_outputs(out, force=False) as stage:
+            write_text_atomic(stage / "result.json", "{\"new\": 1}")
+    assert (out / "result.json").read_text() == "{}" and sorted(p.name for p in out.iterdir()) == ["pictures", "result.json"]
+    with staged_outputs(out, force=True) as stage:
+        write_text_atomic(stage / "result.json", "{\"new\": 1}")
+        (stage / "pictures").mkdir()
+    assert (out / "result.json").read_text() == "{\"new\": 1}" and list((out / "pictures").iterdir()) == []
+
+
+def test_a_failed_commit_restores_what_was_there(tmp_path, monkeypatch):
+    from omnireg.io import staged_outputs
+
+    out = tmp_path / "out"
+    out.mkdir()
+    write_text_atomic(out / "a.txt", "old a")
+    write_text_atomic(out / "b.txt", "old b")
+    real_replace = os.replace
+    calls = []
+
+    def replace(src, dst):
+        calls.append(Path(dst).name)
+        if Path(dst).name == "b.txt" and Path(src).parent.name != ".old" and Path(dst).parent == out:
+            raise KeyboardInterrupt  # Ctrl-C between the moves: the moves already made are undone
+        return real_replace(src, dst)
+
+    with pytest.raises(KeyboardInterrupt):
+        with staged_outputs(out, force=True) as stage:
+            write_text_atomic(stage / "a.txt", "new a")
+            write_text_atomic(stage / "b.txt", "new b")
+            monkeypatch.setattr(_files.os, "replace", replace)
+    monkeypatch.setattr(_files.os, "replace", real_replace)
+    assert {p.name: p.read_text() for p in out.iterdir()} == {"a.txt": "old a", "b.txt": "old b"}
