@@ -1,48 +1,42 @@
-"""omnireg: medical image registration with learnable similarity measures, in world coordinates."""
+"""omnireg: medical image registration with learnable similarity measures, in world coordinates.
 
+The names below are loaded on first use (``from omnireg import Grid`` works as usual), so that
+``import omnireg`` and the ``omnireg --help``/``--version`` commands do not import PyTorch.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version as _version
+from typing import Any
 
 try:
     __version__ = _version("omnireg")
 except PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0.0.0+unknown"
 
-from .core import Grid, Image, Interp, Padding, Space, sample, sample_world
+#: exported name -> the subpackage that defines it
+_LAZY = {
+    **dict.fromkeys(("Grid", "Image", "Interp", "Padding", "Space", "sample", "sample_world"), ".core"),
+    **dict.fromkeys(
+        ("Transform", "Identity", "Translation", "Rigid", "Similarity", "Affine", "DisplacementField",
+         "StationaryVelocityField", "BSplineTransform", "Composite", "compose", "invert", "resample",
+         "transform_points", "warp"),
+        ".transforms",
+    ),
+}
 
-__all__ = ["Grid", "Image", "Interp", "Padding", "Space", "sample", "sample_world", "__version__"]
+__all__ = [*_LAZY, "__version__"]
 
-from .transforms import (  # noqa: E402
-    Affine,
-    BSplineTransform,
-    Composite,
-    DisplacementField,
-    Identity,
-    Rigid,
-    Similarity,
-    StationaryVelocityField,
-    Transform,
-    Translation,
-    compose,
-    invert,
-    resample,
-    transform_points,
-    warp,
-)
 
-__all__ += [
-    "Transform",
-    "Identity",
-    "Translation",
-    "Rigid",
-    "Similarity",
-    "Affine",
-    "DisplacementField",
-    "StationaryVelocityField",
-    "BSplineTransform",
-    "Composite",
-    "compose",
-    "invert",
-    "resample",
-    "transform_points",
-    "warp",
-]
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'omnireg' has no attribute {name!r}")
+    value = getattr(import_module(module, __name__), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -68,3 +68,40 @@ def test_a_command_line_can_name_the_arguments_its_way(cohort, config):
                          moving_mask=d / "none.nii.gz")
     with pytest.raises(ValueError, match=r"^MOVING: cannot read image"):
         run_registration(d / "fixed.nii.gz", d / "moving3.nii.gz", cohort / "p", config, arg_names=cli_names)
+
+
+def test_every_output_follows_the_umask(cohort, config):
+    """result.json, images, transforms and the report get ``0o666 & ~umask`` like any file the user creates."""
+    import os
+    import stat
+
+    d = cohort / "data"
+    out = cohort / "modes"
+    old = os.umask(0o022)
+    try:
+        run_registration(d / "fixed.nii.gz", d / "moving1.nii.gz", out, config, moving_labels=d / "moving1_labels.nii.gz")
+    finally:
+        os.umask(old)
+    files = sorted(p for p in out.rglob("*") if p.is_file())
+    assert "result.json" in {p.name for p in files} and "report.html" in {p.name for p in files}
+    modes = {str(p.relative_to(out)): oct(stat.S_IMODE(p.stat().st_mode)) for p in files}
+    assert modes == {k: "0o644" for k in modes}
+    assert not [p for p in out.rglob(".*")]  # no temporary files left
+
+
+def test_a_float_intensity_image_given_as_labels_is_refused_before_any_work(cohort, config, monkeypatch):
+    """Labels must hold whole numbers; the check runs before the registration, so nothing is written."""
+    import omnireg.optim
+
+    d = cohort / "data"
+    save_image(Image(torch.rand(1, *load_image(d / "fixed.nii.gz").grid.shape) + 0.1, load_image(d / "fixed.nii.gz").grid),
+               d / "float.nii.gz")
+
+    def no_registration(*args, **kwargs):
+        raise AssertionError("the registration ran")
+
+    monkeypatch.setattr(omnireg.optim, "register", no_registration)
+    for key in ("fixed_labels", "moving_labels"):
+        with pytest.raises(ValueError, match=rf"^{key}: expected a label map \(integer values\), got non-integer values"):
+            run_registration(d / "fixed.nii.gz", d / "fixed.nii.gz", cohort / "o", config, **{key: d / "float.nii.gz"})
+    assert not (cohort / "o").exists()

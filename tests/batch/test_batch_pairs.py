@@ -1,9 +1,11 @@
-"""PAIRS.csv is checked before anything runs: each problem is one line naming the row and the column."""
+"""PAIRS.csv is checked before anything runs: a structural problem stops the batch with one line; a row whose
+cells cannot be used (missing files, empty or one-sided cells) is marked invalid, naming the row and the column."""
 
 from __future__ import annotations
 
 import doctest
 import importlib
+import re
 
 import pytest
 
@@ -37,25 +39,41 @@ def test_a_missing_column_is_one_line_naming_the_column(cohort, monkeypatch, cap
     assert not (cohort / "out").exists()  # nothing ran, nothing was created
 
 
-def test_a_missing_file_names_the_row_line_and_column(cohort, monkeypatch, capsys):
+def test_a_missing_file_makes_its_row_invalid_and_names_the_row_line_and_column(cohort):
+    """Row contents (missing files, empty or one-sided cells) do not stop the batch: the row is marked invalid."""
     lines = (cohort / "pairs.csv").read_text().splitlines()
     lines[3] = lines[3].replace("moving2_labels.nii.gz", "nowhere_labels.nii.gz")
-    bad = _write(cohort, "\n".join(lines) + "\n")
-    with pytest.raises(ValueError, match=r"^bad.csv line 4 \(row 3\), column 'moving_labels': no such file: .*nowhere_labels"):
-        read_pairs(bad)
-    rc = _main(monkeypatch, ["batch", str(bad), "--out", str(cohort / "out"), "--no-dask"])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 2 and len(err) == 1 and "column 'moving_labels': no such file" in err[0]
-    assert not (cohort / "out").exists()
+    pairs = read_pairs(_write(cohort, "\n".join(lines) + "\n"))
+    assert [p.id for p in pairs] == [f"p{i}" for i in range(6)]
+    assert [p.problem is None for p in pairs] == [True, True, False, True, True, True]
+    assert re.fullmatch(r"bad.csv line 4 \(row 3\), column 'moving_labels': no such file: .*nowhere_labels.nii.gz",
+                        pairs[2].problem)
 
 
-def test_every_problem_is_counted_but_the_first_is_named(cohort):
-    bad = _write(cohort, "fixed,moving\ndata/fixed.nii.gz,data/a.nii.gz\n,data/moving1.nii.gz\ndata/b.nii.gz,data/moving2.nii.gz\n")
-    with pytest.raises(ValueError) as info:
-        read_pairs(bad)
-    msg = str(info.value)
-    assert msg.startswith("bad.csv line 2 (row 1), column 'moving': no such file")
-    assert msg.endswith("(and 2 more problem(s) in bad.csv)") and "\n" not in msg
+def test_every_problem_of_a_row_is_counted_but_the_first_is_named(cohort):
+    bad = _write(cohort, "fixed,moving,fixed_labels\ndata/fixed.nii.gz,data/a.nii.gz,data/c.nii.gz\n"
+                         ",data/moving1.nii.gz,\ndata/b.nii.gz,data/moving2.nii.gz,\n")
+    problems = [p.problem for p in read_pairs(bad)]
+    assert problems[0].startswith("bad.csv line 2 (row 1), column 'moving_labels': empty but 'fixed_labels' is given")
+    assert problems[0].endswith("(and 2 more problem(s) in this row)") and "\n" not in problems[0]  # a, c missing
+    assert problems[1] == "bad.csv line 3 (row 2), column 'fixed': empty; a path is required"
+    assert problems[2].startswith("bad.csv line 4 (row 3), column 'fixed': no such file")
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("fixed,moving,fixed_labels\ndata/fixed.nii.gz,data/moving1.nii.gz,data/fixed_labels.nii.gz\n",
+         r"row 1\), column 'moving_labels': empty but 'fixed_labels' is given; both are needed for the Dice"),
+        ("fixed,moving,moving_landmarks\ndata/fixed.nii.gz,data/moving1.nii.gz,data/moving1_landmarks.csv\n",
+         r"column 'fixed_landmarks': empty but 'moving_landmarks' is given"),
+        ("fixed,moving,moving_landmarks,fixed_landmarks\ndata/fixed.nii.gz,data/moving1.nii.gz,data,data/fixed_landmarks.csv\n",
+         r"column 'moving_landmarks': expected a file, got a folder"),
+    ],
+)
+def test_rows_with_unusable_cells_are_invalid(cohort, text, expected):
+    (spec,) = read_pairs(_write(cohort, text))
+    assert spec.problem is not None and re.search(expected, spec.problem)
 
 
 @pytest.mark.parametrize(
@@ -66,16 +84,10 @@ def test_every_problem_is_counted_but_the_first_is_named(cohort):
         ("", r"bad.csv: the file is empty"),
         ("fixed,moving\n", r"bad.csv: no pairs"),
         ("fixed,moving\ndata/fixed.nii.gz,data/moving1.nii.gz,extra\n", r"line 2 \(row 1\): 3 fields but the header has 2"),
-        ("fixed,moving,fixed_labels\ndata/fixed.nii.gz,data/moving1.nii.gz,data/fixed_labels.nii.gz\n",
-         r"row 1\), column 'moving_labels': empty but 'fixed_labels' is given; both are needed for the Dice"),
-        ("fixed,moving,moving_landmarks\ndata/fixed.nii.gz,data/moving1.nii.gz,data/moving1_landmarks.csv\n",
-         r"column 'fixed_landmarks': empty but 'moving_landmarks' is given"),
         ("id,fixed,moving\na/b,data/fixed.nii.gz,data/moving1.nii.gz\n", r"column 'id': 'a/b' is not usable as a folder name"),
         ("id,fixed,moving\nsummary.csv,data/fixed.nii.gz,data/moving1.nii.gz\n", r"column 'id': 'summary.csv' is not usable"),
         ("id,fixed,moving\nx,data/fixed.nii.gz,data/moving1.nii.gz\nx,data/fixed.nii.gz,data/moving2.nii.gz\n",
          r"line 3 \(row 2\), column 'id': 'x' repeats row 1"),
-        ("fixed,moving,moving_landmarks,fixed_landmarks\ndata/fixed.nii.gz,data/moving1.nii.gz,data,data/fixed_landmarks.csv\n",
-         r"column 'moving_landmarks': expected a file, got a folder"),
     ],
 )
 def test_malformed_tables_are_refused_with_the_place_of_the_problem(cohort, text, expected):

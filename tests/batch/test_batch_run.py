@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +56,7 @@ def test_a_corrupt_pair_is_recorded_and_the_others_complete(cohort, batch_parser
         assert labels["labels"] == 2 and labels["dice_mean"] >= labels["dice_mean_before"] - 1e-9
         assert float(rows[i]["metric_after"]) >= float(rows[i]["metric_before"]) - 1e-6
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["counts"] == {"done": 5, "skipped": 0, "failed": 1, "pending": 0}
+    assert summary["counts"] == {"done": 5, "skipped": 0, "failed": 1, "invalid": 0, "pending": 0}
     assert [p["status"] for p in summary["pairs"]] == [rows[i]["status"] for i in IDS]
     printed = capsys.readouterr().out
     assert "5 done, 0 skipped, 1 failed" in printed and "p3  failed  ValueError" in printed
@@ -175,3 +176,29 @@ def test_an_existing_cluster_runs_the_pairs_given_its_scheduler_address(cohort, 
     assert meta["worker_pid"] != os.getpid() and meta["threads_per_task"] == 1
     assert meta["pairs_file"] == str((cohort / "two.csv").resolve())
     assert "2 done, 0 skipped, 0 failed" in capsys.readouterr().out
+
+
+def test_a_missing_and_a_corrupt_pair_are_reported_and_the_others_run(cohort, capsys):
+    """Three pairs through ``omnireg batch``: one fine, one with a missing file, one with a corrupt image."""
+    from omnireg.cli.main import main
+
+    (cohort / "three.csv").write_text("id,fixed,moving\n"
+                                      "good,data/fixed.nii.gz,data/moving1.nii.gz\n"
+                                      "missing,data/fixed.nii.gz,data/nowhere.nii.gz\n"
+                                      "corrupt,data/fixed.nii.gz,data/moving3.nii.gz\n")
+    out = cohort / "out3"
+    rc = main(["batch", str(cohort / "three.csv"), "--out", str(out), "--config", str(cohort / "config.yaml"),
+               "--no-dask", "--no-progress"])
+    captured = capsys.readouterr()
+    assert rc == 1, captured.err  # some pairs failed or were invalid: non-zero, at the end
+    rows = _summary(out)
+    assert [(i, rows[i]["status"]) for i in rows] == [("good", "done"), ("missing", "invalid"), ("corrupt", "failed")]
+    assert re.fullmatch(r"three.csv line 3 \(row 2\), column 'moving': no such file: .*nowhere.nii.gz", rows["missing"]["error"])
+    assert "moving3.nii.gz" in rows["corrupt"]["error"] and rows["corrupt"]["error_type"] == "ValueError"
+    assert load_complete_result(out / "good") is not None
+    assert not (out / "missing").exists()  # nothing is written for an invalid pair
+    assert json.loads((out / "corrupt" / "error.json").read_text())["error"] == rows["corrupt"]["error"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["counts"] == {"done": 1, "skipped": 0, "failed": 1, "invalid": 1, "pending": 0}
+    assert "1 done, 0 skipped, 1 failed, 1 invalid" in captured.out
+    assert "missing  invalid" in captured.out and "no such file" in captured.out

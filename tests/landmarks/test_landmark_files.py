@@ -178,3 +178,77 @@ def test_pairing_by_order_needs_equal_counts():
     np.testing.assert_array_equal(q - p, np.ones_like(RAS))
     with pytest.raises(ValueError, match="moving: expected 3 landmarks"):
         pair_landmarks(Landmarks(RAS), Landmarks(RAS[:2]))
+
+
+# ------------------------------------------------------------------------------------------ AFIDs layouts
+AFIDS = ["tpl-Colin27", "tpl-MNI152Lin", "tpl-MNI152NLin2009bSym", "tpl-MNI152NLin2009cAsym",
+         "tpl-MNI152NLin2009cSym", "tpl-MNI152NLin6Asym", "tpl-MNI305"]
+
+
+def test_csv_columns_may_state_the_coordinate_system_and_unit(tmp_path):
+    """``id,x_ras_mm,y_ras_mm,z_ras_mm,name`` (the AFIDs CSV): RAS mm stated by the header, names from ``id``."""
+    ras = tmp_path / "afids_ras.csv"
+    ras.write_text("id,x_ras_mm,y_ras_mm,z_ras_mm,name\n1,1.5,-2.25,3.0,AC\n2,-10.0,20.0,0.125,PC\n")
+    lm = read_landmarks(ras)
+    np.testing.assert_array_equal(lm.points, RAS[:2])
+    assert lm.names == ("1", "2")
+    # the header wins over the option, as a Slicer file's header does
+    np.testing.assert_array_equal(read_landmarks(ras, coordinate_system="LPS").points, RAS[:2])
+    lps = tmp_path / "lps.csv"
+    lps.write_text("x_lps,y_lps,z_lps,name\n-1.5,2.25,3.0,AC\n")
+    lm = read_landmarks(lps)
+    np.testing.assert_array_equal(lm.points, RAS[:1])
+    assert lm.names == ("AC",)
+    plain_mm = tmp_path / "mm.csv"
+    plain_mm.write_text("X_mm,Y_mm,Z_mm\n1.5,-2.25,3.0\n")
+    np.testing.assert_array_equal(read_landmarks(plain_mm).points, RAS[:1])
+    np.testing.assert_array_equal(read_landmarks(plain_mm, coordinate_system="LPS").points, LPS[:1])
+    mixed = tmp_path / "mixed.csv"
+    mixed.write_text("x_ras,y_lps,z\n1,2,3\n")
+    with pytest.raises(ValueError, match=r"mixed.csv, line 1: the coordinate columns state different systems"):
+        read_landmarks(mixed)
+    twice = tmp_path / "twice.csv"
+    twice.write_text("x,x_ras_mm,y,z\n1,1,2,3\n")
+    with pytest.raises(ValueError, match=r"twice.csv, line 1: more than one column for x"):
+        read_landmarks(twice)
+    cm = tmp_path / "cm.csv"
+    cm.write_text("x_cm,y_cm,z_cm\n1,2,3\n")
+    with pytest.raises(ValueError, match=r"cm.csv, line 1: expected a header with columns x, y"):
+        read_landmarks(cm)
+
+
+def test_slicer_4_6_fcsv_with_numeric_labels(tmp_path):
+    """The AFIDs ``.fcsv`` layout: Slicer 4.6, ``CoordinateSystem = 0`` (RAS), label = AFID number, desc = name."""
+    p = tmp_path / "afids.fcsv"
+    p.write_text(
+        "# Markups fiducial file version = 4.6\n# CoordinateSystem = 0\n"
+        "# columns = id,x,y,z,ow,ox,oy,oz,vis,sel,lock,label,desc,associatedNodeID\n"
+        "vtkMRMLMarkupsFiducialNode_1,1.5,-2.25,3.0,0,0,0,1,1,1,0,1,AC,vtkMRMLScalarVolumeNode1\n"
+        "vtkMRMLMarkupsFiducialNode_2,-10.0,20.0,0.125,0,0,0,1,1,1,0,2,PC,vtkMRMLScalarVolumeNode1\n"
+    )
+    lm = read_landmarks(p, coordinate_system="LPS")  # the header (RAS) wins
+    np.testing.assert_array_equal(lm.points, RAS[:2])
+    assert lm.names == ("1", "2")
+    lps = tmp_path / "lps.fcsv"
+    lps.write_text(p.read_text().replace("CoordinateSystem = 0", "CoordinateSystem = 1"))
+    np.testing.assert_array_equal(read_landmarks(lps).points, LPS[:2])
+    # the CSV and the .fcsv of the same points pair by name
+    csv_path = tmp_path / "afids.csv"
+    csv_path.write_text("id,x_ras_mm,y_ras_mm,z_ras_mm,name\n2,-10.0,20.0,0.125,PC\n1,1.5,-2.25,3.0,AC\n")
+    a, b, names = pair_landmarks(read_landmarks(csv_path), lm)
+    assert names == ("2", "1")
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("template", AFIDS)
+def test_afids_csv_and_fcsv_of_one_template_agree(shared_data, template):
+    folder = shared_data / "afids_template_landmarks"
+    csv_lm = read_landmarks(folder / f"{template}_afids_ras.csv")
+    fcsv_lm = read_landmarks(folder / "original_fcsv" / f"{template}_afids.fcsv")
+    assert len(csv_lm) == len(fcsv_lm) == 32 and csv_lm.names == tuple(str(i) for i in range(1, 33))
+    p, q, names = pair_landmarks(csv_lm, fcsv_lm)
+    assert names == csv_lm.names
+    np.testing.assert_allclose(p, q, atol=5.1e-6, rtol=0)  # the CSV rounds the .fcsv to 5 decimals
+    # RAS pin: the right and left lateral ventricles at AC (ids 15, 16) lie on +x and -x of the midline AC (id 1)
+    ac, right, left = (p[names.index(i)] for i in ("1", "15", "16"))
+    assert right[0] > ac[0] + 5 and left[0] < ac[0] - 5

@@ -12,7 +12,7 @@
 The ``omnireg batch`` command is the shell around these functions.
 """
 
-from .pair import OUTPUT_NAMES, run_registration, write_json_atomic
+from .pair import OUTPUT_NAMES, run_registration
 from .pairs import OPTIONAL_COLUMNS, REQUIRED_COLUMNS, PairSpec, derive_ids, read_pairs
 from .runner import BatchResult, default_workers, load_complete_result, run_batch, run_pair, thread_limit
 from .summary import SUMMARY_COLUMNS, PairStatus, format_summary, write_summary
@@ -20,7 +20,6 @@ from .summary import SUMMARY_COLUMNS, PairStatus, format_summary, write_summary
 __all__ = [
     "OUTPUT_NAMES",
     "run_registration",
-    "write_json_atomic",
     "REQUIRED_COLUMNS",
     "OPTIONAL_COLUMNS",
     "PairSpec",

@@ -20,16 +20,15 @@ identity) and after. Surface distances are not computed here (``omnireg evaluate
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import os
-import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
-__all__ = ["OUTPUT_NAMES", "label_evaluation", "run_registration", "write_json_atomic"]
+from .inputs import check_config, load_inputs
+
+__all__ = ["OUTPUT_NAMES", "label_evaluation", "run_registration"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,83 +38,6 @@ OUTPUT_NAMES = (
     "warped.nii.gz", "transform.h5", "linear.mat", "deformation.nii.gz", "warped_labels.nii.gz", "report.html",
     "result.json",
 )
-
-
-def _json_ready(value: Any) -> Any:
-    """Plain JSON values: NaN and infinities become ``None`` (strict JSON has no NaN), numpy scalars floats."""
-    if isinstance(value, Mapping):
-        return {str(k): _json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_ready(v) for v in value]
-    if isinstance(value, bool) or value is None or isinstance(value, (str, int)):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:
-        return _json_ready(value.item())
-    if isinstance(value, os.PathLike):
-        return str(value)
-    return str(value)
-
-
-def write_json_atomic(path: str | os.PathLike, data: Mapping, *, force: bool = True) -> Path:
-    """Write ``data`` as indented strict JSON (NaN as ``null``) through a temporary file and :func:`os.replace`.
-
-    Args:
-        path: the destination; its folder must exist.
-        data: a mapping of JSON-able values (paths and numpy scalars are converted).
-        force: replace an existing file (default); ``False`` raises ``FileExistsError`` instead.
-
-    Returns:
-        ``path`` as a Path.
-    """
-    p = Path(path)
-    if not force and p.exists():
-        raise FileExistsError(f"path: {p} exists; use --force to overwrite it")
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=".tmp-", suffix=p.suffix)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(_json_ready(data), fh, indent=2, allow_nan=False)
-            fh.write("\n")
-        os.replace(tmp, p)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return p
-
-
-def _load(path: str | os.PathLike, what: str):
-    """An image from a path; errors name the argument (``what``) and the file."""
-    from ..io import load_image
-
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"{what}: no such file or directory: {p}")
-    try:
-        return load_image(p)
-    except (ValueError, OSError, RuntimeError) as exc:
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ValueError(f"{what}: {msg}" if str(p) in msg else f"{what}: cannot read image {p}: {msg}") from exc
-
-
-def _landmark_pairs(fixed_path, moving_path, ndim: int, name: Callable[[str], str]):
-    from ..landmarks import pair_landmarks, read_landmarks
-
-    sets = []
-    for key, path in (("fixed_landmarks", fixed_path), ("moving_landmarks", moving_path)):
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"{name(key)}: no such file: {path}")
-        try:
-            sets.append(read_landmarks(path))
-        except ValueError as exc:
-            raise ValueError(f"{name(key)}: {str(exc).splitlines()[0]}") from exc
-    if sets[0].ndim != ndim:
-        raise ValueError(f"{name('fixed_landmarks')}: expected {ndim}D points for {ndim}D images, got {sets[0].ndim}D")
-    try:
-        return pair_landmarks(sets[0], sets[1])
-    except ValueError as exc:
-        raise ValueError(f"{name('moving_landmarks')}: {str(exc).splitlines()[0]}") from exc
 
 
 def label_evaluation(fixed_labels, moving_labels, transform, fixed_grid) -> tuple[dict, Any]:
@@ -204,10 +126,8 @@ def run_registration(
         ValueError, TypeError: unreadable inputs, mismatching dimensions or grids, one landmark file
             without the other, or an invalid configuration (the message names the argument).
     """
-    import numpy as np
-
     from .. import __version__
-    from ..io import save_image
+    from ..io import json_ready, save_image, staged_outputs, write_json_atomic
     from ..optim import register
     from ..transforms import resample
     from ..transforms.files import save_transform_outputs
@@ -220,87 +140,72 @@ def run_registration(
 
     out = Path(out_dir)
     _check_out_dir(out, force, name("out_dir"))
-    if (fixed_landmarks is None) != (moving_landmarks is None):
-        missing = "moving_landmarks" if moving_landmarks is None else "fixed_landmarks"
-        raise ValueError(f"{name(missing)}: required as well; the TRE needs landmarks of both images")
-    fixed = _load(fixed_path, name("fixed"))
-    moving = _load(moving_path, name("moving"))
-    if fixed.ndim != moving.ndim:
-        raise ValueError(f"{name('moving')}: expected a {fixed.ndim}D image like {name('fixed')}, got {moving.ndim}D")
-    optional = {key: _load(path, name(key)) if path is not None else None for key, path in (
-        ("fixed_mask", fixed_mask), ("moving_mask", moving_mask), ("fixed_labels", fixed_labels),
-        ("moving_labels", moving_labels))}
-    for key, img in optional.items():
-        ref_key = key.split("_")[0]
-        ref = fixed if ref_key == "fixed" else moving
-        if img is not None and not img.grid.same_as(ref.grid, atol=1e-3):
-            raise ValueError(f"{name(key)}: expected the grid of the {name(ref_key)} image {ref.grid!r}, got {img.grid!r}")
-    fmask, mmask, flabels, mlabels = optional.values()
-    landmarks = None
-    if fixed_landmarks is not None:
-        landmarks = _landmark_pairs(fixed_landmarks, moving_landmarks, fixed.ndim, name)
-    if initial is not None:
-        initial = np.asarray(initial, dtype=np.float64)
-        if initial.shape != (fixed.ndim + 1, fixed.ndim + 1):
-            raise ValueError(f"{name('initial')}: expected a ({fixed.ndim + 1}, {fixed.ndim + 1}) matrix, "
-                             f"got {initial.shape}")
+    config = check_config(config, name)
+    inputs = load_inputs(fixed_path, moving_path, fixed_mask=fixed_mask, moving_mask=moving_mask,
+                         fixed_labels=fixed_labels, moving_labels=moving_labels, fixed_landmarks=fixed_landmarks,
+                         moving_landmarks=moving_landmarks, initial=initial, name=name)
+    fixed, moving, initial, landmarks = inputs.fixed, inputs.moving, inputs.initial, inputs.landmarks
+    fmask, mmask, flabels, mlabels = inputs.fixed_mask, inputs.moving_mask, inputs.fixed_labels, inputs.moving_labels
 
     result = register(fixed, moving, config=config, fixed_mask=fmask, moving_mask=mmask, initial=initial,
                       callbacks=list(callbacks))
 
-    out.mkdir(parents=True, exist_ok=True)
-    files = save_transform_outputs(result, out, force=force)
-    save_image(result.warped, out / "warped.nii.gz", force=force)
-    outputs: dict[str, Any] = {"warped": "warped.nii.gz", "transform": "transform.h5", "ants_order": files}
-    evaluation: dict[str, Any] = {}
-    if mlabels is not None:
-        if flabels is not None:
-            evaluation["labels"], warped_labels = label_evaluation(flabels, mlabels, result.transform, fixed.grid)
+    # every output is written into a staging folder inside the output folder and moved into place at the end
+    # (result.json last): an interruption (Ctrl-C) or an error leaves the output folder as it was
+    final = out
+    with staged_outputs(final, force=force, last="result.json") as out:
+        files = save_transform_outputs(result, out, force=force)
+        save_image(result.warped, out / "warped.nii.gz", force=force)
+        outputs: dict[str, Any] = {"warped": "warped.nii.gz", "transform": "transform.h5", "ants_order": files}
+        evaluation: dict[str, Any] = {}
+        if mlabels is not None:
+            if flabels is not None:
+                evaluation["labels"], warped_labels = label_evaluation(flabels, mlabels, result.transform, fixed.grid)
+            else:
+                warped_labels = resample(mlabels, result.transform, onto=fixed.grid, interp="nearest")
+            save_image(warped_labels, out / "warped_labels.nii.gz", force=force)
+            outputs["warped_labels"] = "warped_labels.nii.gz"
         else:
-            warped_labels = resample(mlabels, result.transform, onto=fixed.grid, interp="nearest")
-        save_image(warped_labels, out / "warped_labels.nii.gz", force=force)
-        outputs["warped_labels"] = "warped_labels.nii.gz"
-    else:
-        warped_labels = None
-    if landmarks is not None:
-        from ..evaluation import target_registration_error
+            warped_labels = None
+        if landmarks is not None:
+            from ..evaluation import target_registration_error
 
-        p, q, names = landmarks
-        evaluation["landmarks"] = {
-            "count": int(p.shape[0]),
-            "before": target_registration_error(p, q).to_dict(prefix="tre_"),
-            "after": target_registration_error(p, q, result.transform).to_dict(prefix="tre_"),
+            p, q, names = landmarks
+            evaluation["landmarks"] = {
+                "count": int(p.shape[0]),
+                "before": target_registration_error(p, q).to_dict(prefix="tre_"),
+                "after": target_registration_error(p, q, result.transform).to_dict(prefix="tre_"),
+            }
+        if report:
+            from ..report import write_report
+
+            write_report(out, fixed=fixed, moving=moving, result=result, fixed_labels=flabels,
+                         warped_labels=warped_labels, metrics=json_ready(evaluation) or None, force=force)
+            outputs["report"] = "report.html"
+        summary: dict[str, Any] = {
+            "omnireg_version": __version__,
+            "fixed": str(fixed_path),
+            "moving": str(moving_path),
+            "inputs": {k: (None if v is None else str(v)) for k, v in (
+                ("fixed_mask", fixed_mask), ("moving_mask", moving_mask), ("fixed_labels", fixed_labels),
+                ("moving_labels", moving_labels), ("fixed_landmarks", fixed_landmarks), ("moving_landmarks", moving_landmarks))},
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "metric_before": result.metric_before,
+            "metric_after": result.metric_after,
+            "runtime_s": result.runtime_s,
+            "stage_runtimes_s": result.stage_runtimes_s,
+            "wall_time_s": time.perf_counter() - t0,
+            "outputs": outputs,
+            "antsApplyTransforms": "antsApplyTransforms -d {d} -i MOVING -r FIXED -o OUT {t}".format(
+                d=fixed.ndim, t=" ".join(f"-t {f}" for f in files)
+            ),
+            "evaluation": evaluation,
+            "history": [h.__dict__ for h in result.history],
+            "config": result.config,
         }
-    if report:
-        from ..report import write_report
-
-        write_report(out, fixed=fixed, moving=moving, result=result, fixed_labels=flabels,
-                     warped_labels=warped_labels, metrics=_json_ready(evaluation) or None, force=force)
-        outputs["report"] = "report.html"
-    summary: dict[str, Any] = {
-        "omnireg_version": __version__,
-        "fixed": str(fixed_path),
-        "moving": str(moving_path),
-        "inputs": {k: (None if v is None else str(v)) for k, v in (
-            ("fixed_mask", fixed_mask), ("moving_mask", moving_mask), ("fixed_labels", fixed_labels),
-            ("moving_labels", moving_labels), ("fixed_landmarks", fixed_landmarks), ("moving_landmarks", moving_landmarks))},
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "metric_before": result.metric_before,
-        "metric_after": result.metric_after,
-        "runtime_s": result.runtime_s,
-        "stage_runtimes_s": result.stage_runtimes_s,
-        "wall_time_s": time.perf_counter() - t0,
-        "outputs": outputs,
-        "antsApplyTransforms": "antsApplyTransforms -d {d} -i MOVING -r FIXED -o OUT {t}".format(
-            d=fixed.ndim, t=" ".join(f"-t {f}" for f in files)
-        ),
-        "evaluation": evaluation,
-        "history": [h.__dict__ for h in result.history],
-        "config": result.config,
-    }
-    if metadata:
-        summary["metadata"] = dict(metadata)
-    summary = _json_ready(summary)
-    write_json_atomic(out / "result.json", summary, force=force)
-    logger.info("%s -> %s: outputs in %s (%.1f s)", moving_path, fixed_path, out, summary["wall_time_s"])
+        if metadata:
+            summary["metadata"] = dict(metadata)
+        summary = json_ready(summary)
+        write_json_atomic(out / "result.json", summary, force=force)
+    logger.info("%s -> %s: outputs in %s (%.1f s)", moving_path, fixed_path, final, summary["wall_time_s"])
     return summary

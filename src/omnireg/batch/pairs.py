@@ -11,10 +11,19 @@ Columns (a header line names them; case and surrounding spaces are ignored):
 * ``fixed_mask``, ``moving_mask``: masks on the fixed / moving grid.
 
 Relative paths are relative to the folder of the CSV file; empty cells of optional columns mean "none".
-Everything that can be checked without reading the images is checked before any registration runs:
-missing or unknown columns, empty required cells, files that do not exist, ids that are not folder names
-or repeat, and one-sided label or landmark columns. The error names the row and the column. Files that
-exist but are corrupt are not detected here; they fail when the pair runs, and the failure is recorded.
+Everything that can be checked without reading the images is checked before any registration runs, in
+two kinds:
+
+* the table's structure (an empty file, missing, unknown or repeated columns, rows with more fields than
+  the header, no rows, ids that are not folder names or repeat) stops the whole batch at once with one
+  line naming the CSV line, row and column (``ValueError``);
+* a row whose cells cannot be used (an empty required cell, a file that does not exist, a folder given
+  as a landmark file, a one-sided label or landmark column) does not stop the others: its
+  :class:`PairSpec` carries the reason in ``problem`` (the first problem, naming the line, row and
+  column, and how many more the row has), the batch does not run it and reports it as ``invalid``.
+
+Files that exist but are corrupt are not detected here; they fail when the pair runs, and the failure is
+recorded (status ``failed``).
 """
 
 from __future__ import annotations
@@ -62,11 +71,13 @@ class PairSpec:
         fixed_labels, moving_labels, fixed_landmarks, moving_landmarks, fixed_mask, moving_mask: optional inputs
             (see the module docstring).
         row: 1-based number of the data row in the CSV (the header is row 0), for messages.
+        problem: why the row cannot be used (one line naming the CSV line, row and column), or ``None``.
+            An invalid pair is reported, not run; its paths may be ``None`` or missing.
     """
 
     id: str
-    fixed: Path
-    moving: Path
+    fixed: Path | None
+    moving: Path | None
     fixed_labels: Path | None = None
     moving_labels: Path | None = None
     fixed_landmarks: Path | None = None
@@ -74,6 +85,7 @@ class PairSpec:
     fixed_mask: Path | None = None
     moving_mask: Path | None = None
     row: int = 0
+    problem: str | None = None
 
     def inputs(self) -> dict[str, str | None]:
         """The input paths by column name, as strings (``None`` for empty cells)."""
@@ -150,13 +162,14 @@ def read_pairs(path: str | os.PathLike) -> list[PairSpec]:
         path: the CSV file.
 
     Returns:
-        One :class:`PairSpec` per data row, in file order, with absolute paths and unique ids.
+        One :class:`PairSpec` per data row, in file order, with absolute paths and unique ids; the rows
+        whose cells cannot be used have ``problem`` set (and are logged as warnings).
 
     Raises:
         TypeError: if ``path`` is not a path.
         FileNotFoundError: if the CSV does not exist.
-        ValueError: on the first problem found, as one line naming the CSV, the row (and its line in the
-            file) and the column, followed by how many more problems there are.
+        ValueError: on a structural problem, as one line naming the CSV, the row (and its line in the
+            file) and the column, followed by how many more structural problems there are.
     """
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"PAIRS: expected a path to a CSV file, got {type(path).__name__}")
@@ -187,22 +200,24 @@ def read_pairs(path: str | os.PathLike) -> list[PairSpec]:
         raise ValueError(f"{name}: no pairs (the table has a header but no rows)")
 
     problems: list[str] = []
+    row_problems: dict[int, list[str]] = {}
     for row, line, values in raw_rows:
         where = f"{name} line {line} (row {row})"
+        mine = row_problems.setdefault(row, [])
         for col in REQUIRED_COLUMNS:
             if not values.get(col):
-                problems.append(f"{where}, column {col!r}: empty; a path is required")
+                mine.append(f"{where}, column {col!r}: empty; a path is required")
         for col, other, why in _BOTH_NEEDED:
             if values.get(col) and not values.get(other):
-                problems.append(f"{where}, column {other!r}: empty but {col!r} is given; both are {why}")
+                mine.append(f"{where}, column {other!r}: empty but {col!r} is given; both are {why}")
         for col in _FILE_COLUMNS:
             text = values.get(col)
             if text:
                 p = _resolve(text, base)
                 if not p.exists():
-                    problems.append(f"{where}, column {col!r}: no such file: {p}")
+                    mine.append(f"{where}, column {col!r}: no such file: {p}")
                 elif col.endswith("_landmarks") and not p.is_file():
-                    problems.append(f"{where}, column {col!r}: expected a file, got a folder: {p}")
+                    mine.append(f"{where}, column {col!r}: expected a file, got a folder: {p}")
         given = values.get("id")
         if given and (not _ID_PATTERN.fullmatch(given) or given in RESERVED_NAMES):
             problems.append(f"{where}, column 'id': {given!r} is not usable as a folder name (letters, digits, '.', "
@@ -219,12 +234,18 @@ def read_pairs(path: str | os.PathLike) -> list[PairSpec]:
         more = f" (and {len(problems) - 1} more problem(s) in {name})" if len(problems) > 1 else ""
         raise ValueError(problems[0] + more)
 
-    ids = derive_ids([(v.get("id") or None, v["fixed"], v["moving"]) for _, _, v in raw_rows])
+    ids = derive_ids([(v.get("id") or None, v.get("fixed", ""), v.get("moving", "")) for _, _, v in raw_rows])
     out = []
     for (row, _, values), pair_id in zip(raw_rows, ids):
         kw = {col: _resolve(values[col], base) if values.get(col) else None for col in _FILE_COLUMNS}
-        out.append(PairSpec(id=pair_id, row=row, **kw))
-    logger.info("%s: %d pairs", csv_path, len(out))
+        mine = row_problems[row]
+        problem = None
+        if mine:
+            problem = mine[0] + (f" (and {len(mine) - 1} more problem(s) in this row)" if len(mine) > 1 else "")
+            logger.warning("pair %s is invalid and will not run: %s", pair_id, problem)
+        out.append(PairSpec(id=pair_id, row=row, problem=problem, **kw))
+    invalid = sum(p.problem is not None for p in out)
+    logger.info("%s: %d pairs%s", csv_path, len(out), f" ({invalid} invalid)" if invalid else "")
     return out
 
 

@@ -15,8 +15,10 @@ How a run proceeds:
 2. The other pairs run, each as one task. A pair is registered into a fresh folder under
    ``OUT/.omnireg-staging/`` and moved to ``OUT/<id>/`` only when every output is written, so ``OUT/<id>/``
    never holds a half-written result, and a retried pair replaces the previous ``error.json``. A pair that
-   raises has its error recorded in ``OUT/<id>/error.json`` and the summary; the others go on. A rerun
-   retries the failed pairs. Run one batch per output folder at a time: a new run removes the staging
+   raises has its error recorded in ``OUT/<id>/error.json`` and the summary (status ``failed``); the others go
+   on. A rerun retries the failed pairs. A pair whose CSV row cannot be used (a missing file: its
+   :class:`~omnireg.batch.pairs.PairSpec` has a ``problem``) is not run, nothing is written for it, and its
+   summary row (status ``invalid``) says why. Run one batch per output folder at a time: a new run removes the staging
    leftovers of an interrupted one.
 3. Every task limits its threads: ``torch.set_num_threads(threads_per_task)`` and the ``OMP_NUM_THREADS``,
    ``MKL_NUM_THREADS``, ``OPENBLAS_NUM_THREADS`` variables (restored afterwards), so that ``workers *
@@ -50,9 +52,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
-from .pair import _json_ready, run_registration, write_json_atomic
+from ..io import json_ready, write_json_atomic
+from .pair import run_registration
 from .pairs import PairSpec
-from .summary import PairStatus, count_statuses, row_from_error, row_from_result, write_summary
+from .summary import PairStatus, count_statuses, row_from_error, row_from_invalid, row_from_result, write_summary
 
 __all__ = ["BatchResult", "STAGING_DIR", "THREAD_VARIABLES", "default_workers", "load_complete_result",
            "run_batch", "run_pair", "thread_limit"]
@@ -84,13 +87,18 @@ class BatchResult:
 
     @property
     def counts(self) -> dict[str, int]:
-        """Number of pairs per status (``done``, ``skipped``, ``failed``, ``pending``)."""
+        """Number of pairs per status (``done``, ``skipped``, ``failed``, ``invalid``, ``pending``)."""
         return count_statuses(self.rows)
 
     @property
     def failed(self) -> list[str]:
-        """Ids of the failed pairs."""
+        """Ids of the failed pairs (the registration raised)."""
         return [r["id"] for r in self.rows if r["status"] == PairStatus.FAILED.value]
+
+    @property
+    def invalid(self) -> list[str]:
+        """Ids of the pairs whose CSV row could not be used (not run; the row's ``error`` says why)."""
+        return [r["id"] for r in self.rows if r["status"] == PairStatus.INVALID.value]
 
 
 def default_workers(threads_per_task: int) -> int:
@@ -123,7 +131,7 @@ def thread_limit(threads: int) -> Iterator[None]:
 
 
 def _same_config(stored: Any, config: Mapping) -> bool:
-    return json.loads(json.dumps(_json_ready(stored))) == json.loads(json.dumps(_json_ready(config)))
+    return json_ready(stored) == json_ready(config)
 
 
 def load_complete_result(pair_dir: str | os.PathLike) -> dict | None:
@@ -177,7 +185,7 @@ def _record_failure(spec: PairSpec, out_dir: Path, error_type: str, message: str
         write_json_atomic(final / "error.json", {
             "id": spec.id, "error_type": error_type, "error": message, "runtime_s": runtime_s,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "inputs": spec.inputs(), "traceback": tb,
-        })
+        }, force=True)
     except OSError as exc:  # the failure stays in the summary even when its folder cannot be written
         logger.error("pair %s: cannot write %s: %s", spec.id, final / "error.json", exc)
     return row_from_error(spec.id, error_type, message, runtime_s, fixed=spec.fixed, moving=spec.moving, output=final)
@@ -198,10 +206,13 @@ def run_pair(spec: PairSpec, out_dir: str | os.PathLike, config: Mapping, *, thr
         metadata: extra items for ``result.json`` (under ``"metadata"``); the pair id is added.
 
     Returns:
-        A summary row with status ``done`` or ``failed``.
+        A summary row with status ``done`` or ``failed`` (``invalid``, without running, for a spec with a
+        ``problem``).
     """
     out = Path(out_dir)
     final = out / spec.id
+    if spec.problem is not None:
+        return row_from_invalid(spec.id, spec.problem, fixed=spec.fixed, moving=spec.moving, output=final)
     staging_root = out / STAGING_DIR
     t0 = time.perf_counter()
     stage = None
@@ -251,8 +262,7 @@ def _plan(pairs: Sequence[PairSpec], out: Path, config: Mapping, force: bool) ->
         result = load_complete_result(d)
         if result is not None and not force:
             if not _same_config(result.get("config"), config):
-                where = _first_difference(json.loads(json.dumps(_json_ready(result.get("config")))),
-                                          json.loads(json.dumps(_json_ready(config))))
+                where = _first_difference(json_ready(result.get("config")), json_ready(config))
                 raise ValueError(f"--out: {d} holds a result computed with another configuration ({where} differs); "
                                  "use --force to recompute it, or choose another --out")
             logger.info("pair %s: complete result in %s; skipped", spec.id, d)
@@ -381,8 +391,10 @@ def run_batch(
         logger.info("removing the leftovers of an interrupted run in %s", staging)
         shutil.rmtree(staging, ignore_errors=True)
 
-    skipped, todo = _plan(pairs, out, cfg, force)
-    rows: dict[str, dict] = dict(skipped)
+    invalid = {s.id: row_from_invalid(s.id, s.problem, fixed=s.fixed, moving=s.moving, output=out / s.id)
+               for s in pairs if s.problem is not None}
+    skipped, todo = _plan([s for s in pairs if s.problem is None], out, cfg, force)
+    rows: dict[str, dict] = {**invalid, **skipped}
     header = {
         **dict(metadata or {}),
         "out": str(out),
@@ -402,9 +414,11 @@ def run_batch(
             pending.append(r)
         return pending
 
-    for r in skipped.values():
+    for r in [*invalid.values(), *skipped.values()]:
         if on_pair_done is not None:
             on_pair_done(r)
+    if invalid:
+        logger.warning("%d of %d pairs are invalid and do not run (see the summary)", len(invalid), len(pairs))
     if skipped:
         logger.info("%d of %d pairs already complete; skipped", len(skipped), len(pairs))
     summary_csv, summary_json = write_summary(out, ordered(), header=header)

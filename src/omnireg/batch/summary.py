@@ -3,7 +3,9 @@
 Columns of a row (:data:`SUMMARY_COLUMNS`):
 
 * ``id``, ``status`` (:class:`PairStatus`: ``done`` in this run, ``skipped`` because a complete result was
-  already there, ``failed``, ``pending`` while the batch still runs);
+  already there, ``failed`` (the registration raised: a corrupt image, an invalid label map ...),
+  ``invalid`` (the row of ``PAIRS.csv`` cannot be used: a missing file, an empty or one-sided cell; the pair
+  was not run and nothing was written for it), ``pending`` while the batch still runs);
 * ``metric``, ``metric_before``, ``metric_after``: the last stage's similarity (higher is better) at the start
   and at the end, at full resolution;
 * ``dice_mean_before``, ``dice_mean``: unweighted mean Dice over labels (fixed labels against the moving labels
@@ -11,6 +13,7 @@ Columns of a row (:data:`SUMMARY_COLUMNS`):
 * ``tre_mean_before_mm``, ``tre_mean_mm``: mean landmark TRE in mm before / after, where landmarks are given;
 * ``runtime_s``: the pair's wall time (loading, registration, writing, evaluation; until the error if failed);
 * ``error_type``, ``error``: the exception's type name and the first line of its message, for failed pairs;
+  for invalid pairs, ``error`` says why (the CSV line, row and column) and ``error_type`` is empty;
 * ``fixed``, ``moving``, ``output``: the input images and the pair's output folder.
 
 Missing values are empty cells in CSV and ``null`` in JSON.
@@ -22,14 +25,13 @@ import csv
 import io
 import math
 import os
-import tempfile
 from enum import Enum
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .pair import write_json_atomic
+from ..io import write_json_atomic, write_text_atomic
 
-__all__ = ["PairStatus", "SUMMARY_COLUMNS", "row_from_result", "row_from_error", "count_statuses",
+__all__ = ["PairStatus", "SUMMARY_COLUMNS", "row_from_result", "row_from_error", "row_from_invalid", "count_statuses",
            "write_summary", "format_summary"]
 
 
@@ -39,6 +41,7 @@ class PairStatus(str, Enum):
     DONE = "done"
     SKIPPED = "skipped"
     FAILED = "failed"
+    INVALID = "invalid"
     PENDING = "pending"
 
 
@@ -88,6 +91,13 @@ def row_from_error(pair_id: str, error_type: str, message: str, runtime_s: float
     return row
 
 
+def row_from_invalid(pair_id: str, message: str, *, fixed: object, moving: object, output: object) -> dict:
+    """A summary row of a pair whose CSV row cannot be used (it was not run): ``message`` says why."""
+    row = _empty_row(pair_id, PairStatus.INVALID, "" if fixed is None else fixed, "" if moving is None else moving, output)
+    row.update(error=message)
+    return row
+
+
 def count_statuses(rows: Sequence[Mapping]) -> dict[str, int]:
     """Number of rows per status, every :class:`PairStatus` listed (zeros included)."""
     counts = {s.value: 0 for s in PairStatus}
@@ -119,19 +129,10 @@ def write_summary(out_dir: str | os.PathLike, rows: Sequence[Mapping], *, header
     writer.writerow(SUMMARY_COLUMNS)
     for r in rows:
         writer.writerow([_cell(r.get(c)) for c in SUMMARY_COLUMNS])
-    csv_path = out / "summary.csv"
-    fd, tmp = tempfile.mkstemp(dir=out, prefix=".tmp-", suffix=".csv")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(buf.getvalue())
-        os.replace(tmp, csv_path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    csv_path = write_text_atomic(out / "summary.csv", buf.getvalue(), force=True)
     data = {**dict(header), "counts": count_statuses(rows), "columns": list(SUMMARY_COLUMNS),
             "pairs": [{c: r.get(c) for c in SUMMARY_COLUMNS} for r in rows]}
-    json_path = write_json_atomic(out / "summary.json", data)
+    json_path = write_json_atomic(out / "summary.json", data, force=True)
     return csv_path, json_path
 
 
@@ -146,7 +147,7 @@ def _fmt(value: Any, digits: int = 4) -> str:
 def format_summary(rows: Sequence[Mapping]) -> str:
     """The rows as a plain-text table (id, status, metric before -> after, Dice, TRE, runtime) and a count line.
 
-    Failed rows show the error type and message in place of the metrics.
+    Failed rows show the error type and message in place of the metrics, invalid rows the reason.
 
     Example:
         >>> print(format_summary([{"id": "p1", "status": "failed", "error_type": "ValueError", "error": "bad"}]))
@@ -159,6 +160,9 @@ def format_summary(rows: Sequence[Mapping]) -> str:
     for r in rows:
         if r.get("status") == PairStatus.FAILED.value:
             table.append([str(r.get("id")), "failed", f"{r.get('error_type')}: {r.get('error')}"])
+            continue
+        if r.get("status") == PairStatus.INVALID.value:
+            table.append([str(r.get("id")), "invalid", str(r.get("error"))])
             continue
         table.append([
             str(r.get("id")), str(r.get("status")), _fmt(r.get("metric")), _fmt(r.get("metric_before")),
@@ -175,7 +179,8 @@ def format_summary(rows: Sequence[Mapping]) -> str:
         lines.append("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip())
     counts = count_statuses(rows)
     tail = f"{counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed"
-    if counts["pending"]:
-        tail += f", {counts['pending']} pending"
+    for status in ("invalid", "pending"):
+        if counts[status]:
+            tail += f", {counts[status]} {status}"
     lines.append(tail)
     return "\n".join(lines)

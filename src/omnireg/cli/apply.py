@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 
-from .common import input_path, load_image_arg, output_path
-from .main import CliError
+from .common import load_image_arg, output_path, transform_chain_arg
+from .errors import CliError
 
 __all__ = ["add_parser", "run"]
 
@@ -42,18 +42,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from ..io import save_image
     from ..transforms import resample
-    from ..transforms.files import load_transform_chain, parse_transform_spec
 
     out = output_path(args.out, "--out", force=args.force)
     moving = load_image_arg(args.moving, "--moving")
     reference = load_image_arg(args.reference, "--reference")
     if moving.ndim != reference.ndim:
-        raise CliError(f"--moving is {moving.ndim}D but --reference is {reference.ndim}D")
-    for spec in args.transform:
-        input_path(parse_transform_spec(spec)[0], "--transform")
-    transform = load_transform_chain(args.transform, ndim=reference.ndim)
+        raise CliError(f"--moving: expected a {reference.ndim}D image like --reference, got {moving.ndim}D")
+    if moving.data.is_floating_point() and not bool(torch.isfinite(moving.data).all()):
+        raise CliError("--moving: the image contains NaN or infinite values; replace them (e.g. by 0) first")
+    transform = transform_chain_arg(args.transform, "--transform", ndim=reference.ndim)
     interp = args.interp or ("nearest" if moving.is_label else "linear")
     warped = resample(moving, transform, onto=reference.grid, interp=interp, padding=args.padding)
     save_image(warped, out, force=args.force)

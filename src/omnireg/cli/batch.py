@@ -6,7 +6,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from .main import CliError
+from .common import preset_choices
+from .errors import EXIT_FAILED, EXIT_OK, CliError
 
 __all__ = ["add_parser", "run"]
 
@@ -16,8 +17,6 @@ _MAX_TABLE_ROWS = 50
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from ..optim import PRESETS
-
     p = sub.add_parser(
         "batch",
         help="register many pairs listed in a CSV with one configuration (resumable; local or remote Dask cluster)",
@@ -33,15 +32,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "DIR/summary.csv and DIR/summary.json list every pair (status, metric before/after, Dice, TRE, runtime)."
         ),
         epilog=(
-            "Exit status: 0 when every pair is done or skipped, 1 when some failed (see DIR/summary.csv), 2 on "
-            "errors found before anything ran (PAIRS.csv, options). Every pair uses the same seed (--seed), so "
-            "results do not depend on the worker or on the other pairs."
+            "A row that cannot be used (a missing file, an empty cell) is reported as 'invalid' and not run; a pair "
+            "whose registration fails (a corrupt image) is reported as 'failed'; the other pairs run either way. "
+            "Exit status, at the end: 0 when every pair is done or skipped, 1 when some failed or were invalid (see "
+            "DIR/summary.csv), 2 on errors found before anything ran (the structure of PAIRS.csv, options), 130 on "
+            "Ctrl-C. Every pair uses the same seed (--seed), so results do not depend on the worker or on the other "
+            "pairs."
         ),
     )
     p.add_argument("pairs", metavar="PAIRS.csv", help="table of the pairs (see above)")
     p.add_argument("--out", "-o", required=True, help="output folder (created if missing; an earlier batch's is resumed)")
     cfg = p.add_mutually_exclusive_group()
-    cfg.add_argument("--preset", choices=sorted(PRESETS), default=None, help="ready configuration (default: affine)")
+    cfg.add_argument("--preset", choices=preset_choices(), metavar="NAME", default=None,
+                     help="ready configuration: %(choices)s (default: affine)")
     cfg.add_argument("--config", default=None, help="YAML or TOML configuration file (may name a preset)")
     p.add_argument("--seed", type=int, default=None, help="random seed of every pair (default 0)")
     run_on = p.add_argument_group("where the pairs run")
@@ -85,7 +88,7 @@ class _PairProgress:
 
     def __init__(self, total: int, enabled: bool) -> None:
         self.bar = None
-        self.counts = {"done": 0, "skipped": 0, "failed": 0}
+        self.counts = {"done": 0, "skipped": 0, "failed": 0, "invalid": 0}
         if enabled:
             from tqdm import tqdm
 
@@ -107,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
     from contextlib import nullcontext
 
     from ..batch import format_summary, read_pairs, run_batch
+    from .checks import checked_config
     from .register import build_config
 
     if args.threads_per_task < 1:
@@ -119,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise CliError(f"--out: {out} exists and is not a folder")
     pairs = read_pairs(args.pairs)
-    config = build_config(args)
+    config = checked_config(args, build_config)
     workers = 0 if args.no_dask else args.workers
     quiet = bool(getattr(args, "quiet", False))
     if workers != 0:
@@ -141,12 +145,12 @@ def run(args: argparse.Namespace) -> int:
         progress.close()
     rows = result.rows
     if len(rows) > _MAX_TABLE_ROWS:
-        failed = [r for r in rows if r["status"] == "failed"]
-        print(format_summary(failed[:_MAX_TABLE_ROWS]).rsplit("\n", 1)[0] if failed else "no failed pairs")
+        failed = [r for r in rows if r["status"] in ("failed", "invalid")]
+        print(format_summary(failed[:_MAX_TABLE_ROWS]).rsplit("\n", 1)[0] if failed else "no failed or invalid pairs")
         counts = result.counts
-        print(f"{counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed "
-              f"(every pair in {result.summary_csv})")
+        print(f"{counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed, {counts['invalid']} "
+              f"invalid (every pair in {result.summary_csv})")
     else:
         print(format_summary(rows))
     print(f"summary: {result.summary_csv}")
-    return 1 if result.failed else 0
+    return EXIT_FAILED if result.failed or result.invalid else EXIT_OK

@@ -2,11 +2,94 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
+from typing import Callable, Iterator
 
-from .main import CliError
+from .errors import CliError
 
-__all__ = ["command_line", "input_path", "output_path", "load_image_arg"]
+__all__ = ["DeferredParser", "LazyChoices", "OneLineParser", "command_line", "input_path", "label_map_arg", "landmarks_arg",
+           "load_image_arg", "output_path", "paired_landmarks", "preset_choices", "transform_chain_arg"]
+
+
+class LazyChoices:
+    """The ``choices`` of an argparse option, computed on first use (checking a value, formatting help).
+
+    Building the parser must not import the numerical stack (``omnireg --help`` stays fast), yet the valid
+    values of some options (presets) are defined there. Give the option a ``metavar`` so that argparse does
+    not list the choices while the parser is built.
+    """
+
+    def __init__(self, names: Callable[[], list[str]]) -> None:
+        self._names = names
+        self._cache: list[str] | None = None
+
+    def _values(self) -> list[str]:
+        if self._cache is None:
+            self._cache = sorted(self._names())
+        return self._cache
+
+    def __contains__(self, value: object) -> bool:
+        return value in self._values()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values())
+
+    def __len__(self) -> int:
+        return len(self._values())
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An argparse parser whose usage errors are one line, ``omnireg COMMAND: error: ...``, exit code 2.
+
+    argparse prints the whole usage block before the error; the line that names the flag is what matters,
+    and ``omnireg COMMAND --help`` shows the usage. Sub-command parsers inherit the class.
+    """
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message.splitlines()[0] if message else 'invalid arguments'} "
+                     f"(see '{self.prog} --help')\n")
+
+
+class DeferredParser(OneLineParser):
+    """A sub-command parser whose arguments are added on first use (parsing its arguments or its help).
+
+    For sub-commands whose options take their defaults from heavy modules (training configurations):
+    ``omnireg --help`` lists them without importing those modules. Use it as the ``parser_class`` of
+    ``add_subparsers`` and give ``add_parser(..., populate=fn)``, where ``fn(parser)`` adds the arguments.
+    """
+
+    def __init__(self, *args, populate: Callable[[argparse.ArgumentParser], None] | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._populate = populate
+
+    def _ensure_populated(self) -> None:
+        if self._populate is not None:
+            populate, self._populate = self._populate, None
+            populate(self)
+
+    def parse_known_args(self, args=None, namespace=None):
+        self._ensure_populated()
+        return super().parse_known_args(args, namespace)
+
+    def format_usage(self) -> str:
+        self._ensure_populated()
+        return super().format_usage()
+
+    def format_help(self) -> str:
+        self._ensure_populated()
+        return super().format_help()
+
+
+def _preset_names() -> list[str]:
+    from ..optim import PRESETS
+
+    return list(PRESETS)
+
+
+def preset_choices() -> LazyChoices:
+    """The names of the registration presets (:data:`omnireg.optim.PRESETS`), loaded when first needed."""
+    return LazyChoices(_preset_names)
 
 
 def input_path(path: str | Path, what: str) -> Path:
@@ -39,6 +122,69 @@ def load_image_arg(path: str | Path, what: str):
         if "cannot read image" not in msg:  # io's own messages already name the file
             msg = f"cannot read image {p}: {msg}"
         raise CliError(f"{what}: {msg}") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _without_name(message: str, names: tuple[str, ...]) -> str:
+    """``message`` without a leading ``name: `` of a library argument (the flag is named instead)."""
+    for n in names:
+        if message.startswith(f"{n}: "):
+            return message[len(n) + 2:]
+    return message
+
+
+def label_map_arg(path: str | Path, what: str):
+    """A label map given on the command line (integer values, :func:`omnireg.batch.inputs.as_label_map`)."""
+    from ..batch.inputs import as_label_map
+
+    image = load_image_arg(path, what)
+    try:
+        return as_label_map(image, what)
+    except ValueError as exc:
+        raise CliError(_first_line(exc)) from exc
+
+
+def transform_chain_arg(specs: list[str], what: str, *, ndim: int):
+    """The transform of a list of transform files in ``antsApplyTransforms -t`` order; errors name ``what``."""
+    from ..transforms.files import load_transform_chain, parse_transform_spec
+
+    for spec in specs:
+        try:
+            path = parse_transform_spec(spec)[0]
+        except ValueError as exc:
+            raise CliError(f"{what}: {_without_name(_first_line(exc), ('spec', 'transform'))}") from exc
+        input_path(path, what)
+    try:
+        return load_transform_chain(specs, ndim=ndim)
+    except (ValueError, OSError, RuntimeError, KeyError) as exc:
+        raise CliError(f"{what}: {_without_name(_first_line(exc), ('transform', 'specs'))}") from exc
+
+
+def landmarks_arg(path: str | Path, what: str, **options):
+    """A landmark file given on the command line (:func:`omnireg.landmarks.read_landmarks` options)."""
+    from ..landmarks import read_landmarks
+
+    p = input_path(path, what)
+    try:
+        return read_landmarks(p, **options)
+    except (ValueError, OSError) as exc:
+        raise CliError(f"{what}: {_without_name(_first_line(exc), ('path',))}") from exc
+
+
+def paired_landmarks(fixed, moving, fixed_what: str, moving_what: str):
+    """:func:`omnireg.landmarks.pair_landmarks` of two sets read from the flags ``fixed_what`` and ``moving_what``."""
+    from ..landmarks import pair_landmarks
+
+    if fixed.ndim != moving.ndim:
+        raise CliError(f"{moving_what}: expected {fixed.ndim}D points like {fixed_what}, got {moving.ndim}D")
+    try:
+        return pair_landmarks(fixed, moving)
+    except ValueError as exc:
+        raise CliError(f"{moving_what}: {_without_name(_first_line(exc), ('moving', 'fixed'))}") from exc
 
 
 def command_line(args) -> str:

@@ -15,7 +15,8 @@ import math
 import time
 from pathlib import Path
 
-from .main import CliError
+from .common import preset_choices
+from .errors import CliError
 
 __all__ = ["add_parser", "run"]
 
@@ -27,7 +28,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description=__doc__.split("\n\n")[1],
     )
     p.add_argument("--out", "-o", default="omnireg-demo", help="output folder (default: ./omnireg-demo)")
-    p.add_argument("--preset", default="multimodal-deformable", help="registration preset (default: multimodal-deformable)")
+    p.add_argument("--preset", choices=preset_choices(), metavar="NAME", default="multimodal-deformable",
+                   help="registration preset: %(choices)s (default: multimodal-deformable)")
     p.add_argument("--seed", type=int, default=0, help="random seed of the case and the registration")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -70,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     from ..optim import preset
     from ..report import write_report
     from ..transforms.files import save_transform_outputs
-    from .register import _Progress
+    from .progress import RegistrationProgress
 
     out = Path(args.out)
     if out.exists() and any(out.iterdir()) and not args.force:
@@ -79,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     case, labels = _case(args.seed)
     cfg = preset(args.preset)
     cfg.seed, cfg.device = args.seed, args.device
-    progress = _Progress(enabled=not args.no_progress and not args.quiet)
+    progress = RegistrationProgress(enabled=not args.no_progress and not args.quiet)
     from ..optim import register
 
     try:

@@ -5,9 +5,18 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from types import SimpleNamespace
 
-from .common import input_path, load_image_arg, output_path
-from .main import CliError
+from .common import (
+    input_path,
+    label_map_arg,
+    landmarks_arg,
+    load_image_arg,
+    output_path,
+    paired_landmarks,
+    transform_chain_arg,
+)
+from .errors import CliError
 
 __all__ = ["add_parser", "run"]
 
@@ -53,23 +62,52 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _check_transform_files(specs: list[str], what: str) -> None:
-    from ..transforms.files import parse_transform_spec
+def _read_inputs(args: argparse.Namespace, *, do_labels: bool, do_landmarks: bool, do_jacobian: bool) -> SimpleNamespace:
+    """Every input of the evaluation, read and checked before anything is computed (errors name the flag)."""
+    from ..evaluation import read_label_table
 
-    for spec in specs:
-        input_path(parse_transform_spec(spec)[0], what)
+    got = SimpleNamespace(inputs={})
+    fixed_labels = None
+    if do_labels:
+        fixed_labels = label_map_arg(args.fixed_labels, "--fixed-labels")
+        warped_labels = label_map_arg(args.warped_labels, "--warped-labels")
+        if not fixed_labels.grid.same_as(warped_labels.grid, atol=1e-4):
+            raise CliError(
+                f"--warped-labels: expected a label map on the grid of --fixed-labels {fixed_labels.grid!r}, got "
+                f"{warped_labels.grid!r}; warp it onto the fixed grid first (omnireg apply -r FIXED_LABELS)"
+            )
+        got.labels = (fixed_labels, warped_labels, read_label_table(input_path(args.lut, "--lut")) if args.lut else None)
+        got.inputs.update(fixed_labels=args.fixed_labels, warped_labels=args.warped_labels, lut=args.lut)
+    if do_landmarks:
+        system = "lps" if args.lps else None
+        fixed = landmarks_arg(args.landmarks_fixed, "--landmarks-fixed", coordinate_system=system)
+        moving = landmarks_arg(args.landmarks_moving, "--landmarks-moving", coordinate_system=system)
+        p, q, _ = paired_landmarks(fixed, moving, "--landmarks-fixed", "--landmarks-moving")
+        transform = transform_chain_arg(args.transform, "--transform", ndim=p.shape[1]) if args.transform else None
+        got.landmarks = (p, q, transform)
+        got.inputs.update(landmarks_fixed=args.landmarks_fixed, landmarks_moving=args.landmarks_moving,
+                          transform=list(args.transform or []))
+    if do_jacobian:
+        if args.reference is not None:
+            grid = load_image_arg(args.reference, "--reference").grid
+        elif fixed_labels is not None:
+            grid = fixed_labels.grid
+        else:
+            raise CliError("--reference: required with --jacobian-of (the grid to evaluate on) unless --fixed-labels is given")
+        transform = transform_chain_arg(args.jacobian_of, "--jacobian-of", ndim=grid.ndim)
+        mask = load_image_arg(args.mask, "--mask") if args.mask else None
+        if mask is not None and not mask.grid.same_as(grid, atol=1e-4):
+            raise CliError(f"--mask: expected a mask on the reference grid {grid!r}, got {mask.grid!r}")
+        if mask is not None and not bool((mask.data != 0).any()):
+            raise CliError("--mask: the mask is empty (all zero)")
+        got.jacobian = (transform, grid, mask)
+        got.inputs.update(jacobian_of=list(args.jacobian_of), reference=args.reference, mask=args.mask)
+    return got
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..evaluation import (
-        build_report,
-        format_report,
-        jacobian_statistics,
-        label_metrics,
-        read_label_table,
-        target_registration_error,
-        write_report,
-    )
+    from ..evaluation import build_report, format_report, jacobian_statistics, label_metrics, target_registration_error
+    from ..evaluation import write_report
 
     do_labels = args.fixed_labels is not None or args.warped_labels is not None
     do_landmarks = args.landmarks_fixed is not None or args.landmarks_moving is not None
@@ -90,60 +128,23 @@ def run(args: argparse.Namespace) -> int:
         out = output_path(args.out, "--out", force=args.force)
         if Path(out).suffix.lower() not in (".json", ".csv"):
             raise CliError(f"--out: expected a file name ending in .json or .csv, got {out.name!r}")
+    got = _read_inputs(args, do_labels=do_labels, do_landmarks=do_landmarks, do_jacobian=do_jacobian)
 
-    inputs: dict = {}
     sections: dict = {}
-    fixed_labels = None
     if do_labels:
-        fixed_labels = load_image_arg(args.fixed_labels, "--fixed-labels")
-        warped_labels = load_image_arg(args.warped_labels, "--warped-labels")
-        if not fixed_labels.grid.same_as(warped_labels.grid, atol=1e-4):
-            raise CliError(
-                f"--warped-labels: expected a label map on the grid of --fixed-labels {fixed_labels.grid!r}, got "
-                f"{warped_labels.grid!r}; warp it onto the fixed grid first (omnireg apply -r FIXED_LABELS)"
-            )
-        names = read_label_table(input_path(args.lut, "--lut")) if args.lut else None
+        fixed_labels, warped_labels, names = got.labels
         sections["labels"] = label_metrics(
             fixed_labels, warped_labels, labels=args.labels, names=names, distances=not args.no_distances
         )
-        inputs.update(fixed_labels=args.fixed_labels, warped_labels=args.warped_labels, lut=args.lut)
-
     if do_landmarks:
-        from ..landmarks import pair_landmarks, read_landmarks
-        from ..transforms.files import load_transform_chain
-
-        system = "lps" if args.lps else None
-        fixed = read_landmarks(input_path(args.landmarks_fixed, "--landmarks-fixed"), coordinate_system=system)
-        moving = read_landmarks(input_path(args.landmarks_moving, "--landmarks-moving"), coordinate_system=system)
-        p, q, _ = pair_landmarks(fixed, moving)
-        transform = None
-        if args.transform:
-            _check_transform_files(args.transform, "--transform")
-            transform = load_transform_chain(args.transform, ndim=p.shape[1])
+        p, q, transform = got.landmarks
         set_name = Path(args.landmarks_fixed).name
         sections["landmarks"] = {set_name: target_registration_error(p, q, transform)}
         sections["initial_landmarks"] = {set_name: target_registration_error(p, q)}
-        inputs.update(landmarks_fixed=args.landmarks_fixed, landmarks_moving=args.landmarks_moving,
-                      transform=list(args.transform or []))
-
     if do_jacobian:
-        from ..transforms.files import load_transform_chain
+        sections["jacobian"] = jacobian_statistics(*got.jacobian[:2], mask=got.jacobian[2])
 
-        if args.reference is not None:
-            grid = load_image_arg(args.reference, "--reference").grid
-        elif fixed_labels is not None:
-            grid = fixed_labels.grid
-        else:
-            raise CliError("--reference: required with --jacobian-of (the grid to evaluate on) unless --fixed-labels is given")
-        _check_transform_files(args.jacobian_of, "--jacobian-of")
-        transform = load_transform_chain(args.jacobian_of, ndim=grid.ndim)
-        mask = load_image_arg(args.mask, "--mask") if args.mask else None
-        if mask is not None and not mask.grid.same_as(grid, atol=1e-4):
-            raise CliError(f"--mask: expected a mask on the reference grid {grid!r}, got {mask.grid!r}")
-        sections["jacobian"] = jacobian_statistics(transform, grid, mask=mask)
-        inputs.update(jacobian_of=list(args.jacobian_of), reference=args.reference, mask=args.mask)
-
-    report = build_report(inputs=inputs, **sections)
+    report = build_report(inputs=got.inputs, **sections)
     print(format_report(report))
     if out is not None:
         write_report(report, out, force=args.force)

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 
-from .common import input_path, load_image_arg
-from .main import CliError
+from .common import landmarks_arg, load_image_arg, paired_landmarks
+from .errors import CliError
 
 __all__ = ["add_parser", "run"]
 
@@ -24,8 +23,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description=(
             "Fit T with T(fixed landmark) = moving landmark: the fixed -> moving transform that warps the MOVING "
             "image onto the FIXED grid (apply it with 'omnireg apply -m MOVING -r FIXED -t DIR/linear.mat' or "
-            "antsApplyTransforms). Landmark files: .csv (header x,y[,z][,label]; RAS unless --lps), Slicer .fcsv and "
-            ".mrk.json (their own coordinate system), elastix point files (.txt/.pts; LPS). Points are paired by "
+            "antsApplyTransforms). Landmark files: .csv (header x,y[,z] or x_ras_mm,... / x_lps,...; names from "
+            "a label, id or name column; RAS unless the columns or --lps say LPS), Slicer .fcsv and .mrk.json (their "
+            "own coordinate system), elastix point files (.txt/.pts; LPS). Points are paired by "
             "label when both files have matching labels, else by order. Writes into DIR: linear.mat (rigid, "
             "similarity, affine) or deformation.nii.gz (tps: ITK displacement field of the whole spline, affine "
             "part included, on the --reference grid), and result.json with the residual TRE."
@@ -57,8 +57,8 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..evaluation import target_registration_error
-    from ..io import write_displacement_field, write_linear_transform
-    from ..landmarks import ThinPlateSpline, fit_linear, pair_landmarks, read_landmarks
+    from ..io import staged_outputs, write_displacement_field, write_json_atomic, write_linear_transform
+    from ..landmarks import ThinPlateSpline, fit_linear
     from ..transforms import DisplacementField
 
     out_dir = Path(args.out)
@@ -76,9 +76,9 @@ def run(args: argparse.Namespace) -> int:
     reference = load_image_arg(args.reference, "--reference") if args.reference else None
     system = "lps" if args.lps else None
     grid = reference.grid if reference is not None else None
-    fixed = read_landmarks(input_path(args.fixed, "--fixed"), coordinate_system=system, reference=grid)
-    moving = read_landmarks(input_path(args.moving, "--moving"), coordinate_system=system, reference=grid)
-    p, q, point_names = pair_landmarks(fixed, moving)
+    fixed = landmarks_arg(args.fixed, "--fixed", coordinate_system=system, reference=grid)
+    moving = landmarks_arg(args.moving, "--moving", coordinate_system=system, reference=grid)
+    p, q, point_names = paired_landmarks(fixed, moving, "--fixed", "--moving")
     if grid is not None and grid.ndim != p.shape[1]:
         raise CliError(f"--reference is {grid.ndim}D but the landmarks are {p.shape[1]}D")
     log.info("%d landmark pairs", p.shape[0])
@@ -100,8 +100,6 @@ def run(args: argparse.Namespace) -> int:
         result["residual"] = _tre_dict(target_registration_error(p, q, tps))
         with torch.no_grad():
             field = tps.displacement(grid, dtype=torch.float64)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        write_displacement_field(field[0], grid, out_dir / names[0], force=args.force)
         inside = grid.transform_points(p, "world", "voxel")
         outside = np.any((inside < -0.5) | (inside > np.asarray(grid.shape) - 0.5), axis=1)
         if outside.any():
@@ -113,13 +111,14 @@ def run(args: argparse.Namespace) -> int:
         matrix = fit_linear(p, q, model=args.model)
         result["matrix_ras"] = matrix.tolist()
         result["residual"] = _tre_dict(target_registration_error(p, q, matrix))
-        out_dir.mkdir(parents=True, exist_ok=True)
-        write_linear_transform(matrix, out_dir / names[0], force=args.force)
     result["transforms"] = [names[0]]
+    with staged_outputs(out_dir, force=args.force, last=names[1]) as stage:  # both files or neither
+        if args.model == "tps":
+            write_displacement_field(field[0], grid, stage / names[0])
+        else:
+            write_linear_transform(matrix, stage / names[0])
+        write_json_atomic(stage / names[1], result)
     path = out_dir / names[1]
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(path)
     res = result["residual"]
     print(
         f"{args.model}: {p.shape[0]} landmarks, TRE before {result['initial']['tre_mean_mm']:.4g} mm (mean), "

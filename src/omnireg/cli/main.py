@@ -2,27 +2,26 @@
 
 Every sub-command lives in its own module with an ``add_parser(subparsers)`` function and a
 ``run(args) -> int`` function. User errors (missing or unreadable files, wrong dimensions, refused
-overwrites, bad options) are reported as one line ``omnireg: error: ...`` with exit code 2; an
-unexpected internal error gives one line and exit code 1 (``--debug`` shows the traceback).
+overwrites, bad options) are reported as one line ``omnireg COMMAND: error: FLAG: ...`` with exit code 2,
+before any work; an unexpected internal error gives one line and exit code 1 (``--debug`` shows the
+traceback). Ctrl-C (SIGINT) or SIGTERM while a command runs removes the partial outputs of the
+interrupted work, prints one line ``omnireg COMMAND: interrupted; ...`` and exits with 130 (143 on SIGTERM).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
-from typing import Sequence
+import threading
+from contextlib import contextmanager
+from typing import Iterator, Sequence
 
-from .. import __version__
+from .common import OneLineParser
+from .errors import EXIT_INTERRUPTED, EXIT_USAGE, USER_ERRORS, CliError, Interrupted
 
 __all__ = ["main", "build_parser", "CliError"]
-
-
-class CliError(Exception):
-    """A user error detected by the command line (reported as one line, exit code 2)."""
-
-
-USER_ERRORS = (CliError, ValueError, TypeError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError)
 
 
 def _commands():
@@ -32,7 +31,10 @@ def _commands():
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    """The ``omnireg`` parser; building it imports no numerical package (sub-commands import theirs in ``run``)."""
+    from .. import __version__
+
+    parser = OneLineParser(
         prog="omnireg",
         description=(
             "omnireg: image registration in world coordinates, with classical and learned similarity "
@@ -60,16 +62,55 @@ def _configure_logging(args: argparse.Namespace) -> None:
             logging.getLogger(name).setLevel(logging.WARNING)
 
 
+#: what an interruption leaves, per command (others: the file being written is not left half-written)
+_INTERRUPTED = {
+    "register": "the outputs of the interrupted run were removed",
+    "landmarks": "the outputs of the interrupted run were removed",
+    "batch": "finished pairs are kept and the interrupted ones removed; rerun the same command to resume",
+    "train": "the last checkpoint is kept; rerun with --resume to continue",
+}
+
+
+def _raise_interrupted(signum, frame) -> None:
+    raise Interrupted(signum)
+
+
+@contextmanager
+def _interrupt_handlers() -> Iterator[None]:
+    """SIGINT and SIGTERM raise :class:`Interrupted` while a command runs (restored afterwards).
+
+    Installed even when SIGINT was ignored at start-up (a process started in the background by a script
+    inherits an ignored SIGINT, and Python then never raises ``KeyboardInterrupt``): an explicit
+    ``kill -INT`` or Ctrl-C stops omnireg and removes the partial outputs. SIGTERM (``kill``, schedulers)
+    does the same instead of killing the process mid-write.
+    """
+    if threading.current_thread() is not threading.main_thread():  # signal handlers live in the main thread
+        yield
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in previous:
+        signal.signal(sig, _raise_interrupted)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error (one line, exit code 2): a return value
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_USAGE)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # the command line, recorded by `train`
     if args.command is None:
         parser.print_help()
         return 2
     _configure_logging(args)
     try:
-        return int(args.func(args) or 0)
+        with _interrupt_handlers():
+            return int(args.func(args) or 0)
     except USER_ERRORS as exc:
         msg = str(exc) if str(exc) else type(exc).__name__
         if isinstance(exc, FileNotFoundError) and exc.filename and str(exc.filename) not in msg:
@@ -78,9 +119,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         return 2
-    except KeyboardInterrupt:
-        print("omnireg: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        what = _INTERRUPTED.get(args.command)
+        print(f"omnireg {args.command}: interrupted" + (f"; {what}" if what else ""), file=sys.stderr)
+        return 128 + exc.signum if isinstance(exc, Interrupted) else EXIT_INTERRUPTED
     except Exception as exc:  # noqa: BLE001 - last resort: one line, not a traceback
         if args.debug:
             raise

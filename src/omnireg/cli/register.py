@@ -7,8 +7,10 @@ import copy
 import logging
 from pathlib import Path
 
-from .common import input_path
-from .main import CliError
+from .checks import checked_config, config_names, read_config_file, read_initial_transform
+from .common import input_path, preset_choices
+from .errors import CliError
+from .progress import RegistrationProgress
 
 __all__ = ["add_parser", "run", "build_config"]
 
@@ -25,8 +27,6 @@ _TRANSFORM_STAGES = {
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from ..optim import PRESETS
-
     p = sub.add_parser(
         "register",
         help="register MOVING to FIXED (rigid, affine, deformable; mono- or multi-modal)",
@@ -41,7 +41,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("fixed", help="fixed (reference) image")
     p.add_argument("moving", help="moving image")
     p.add_argument("--out", "-o", required=True, help="output folder (created if missing)")
-    p.add_argument("--preset", choices=sorted(PRESETS), default=None, help="ready configuration (default: affine)")
+    p.add_argument("--preset", choices=preset_choices(), metavar="NAME", default=None,
+                   help="ready configuration: %(choices)s (default: affine)")
     p.add_argument("--metric", default=None,
                    help="similarity of every stage: mse, ncc, lncc, mi, nmi, ngf, lc2, mind, or the learned disa, mad "
                         "(mad: rigid/affine stages only)")
@@ -89,29 +90,12 @@ def _learned_levels(stage) -> tuple[list, list, None]:
     return [2, 1], [int(stage.iterations[-1]) * 2, int(stage.iterations[-1])], None
 
 
-def _read_config_file(path: Path) -> dict:
-    text = path.read_text()
-    try:
-        if path.suffix.lower() == ".toml":
-            import tomllib
-
-            return tomllib.loads(text)
-        import yaml
-
-        data = yaml.safe_load(text)
-    except Exception as exc:  # noqa: BLE001 - parse errors of either library
-        raise CliError(f"--config: cannot parse {path}: {str(exc).splitlines()[0]}") from exc
-    if not isinstance(data, dict):
-        raise CliError(f"--config: {path} does not hold a mapping of options")
-    return data
-
-
 def build_config(args: argparse.Namespace):
     """The RegistrationConfig from preset, config file and flags (flags win)."""
     from ..optim import PRESETS, RegistrationConfig, StageConfig, mad_stages
 
     if args.config:
-        data = _read_config_file(input_path(args.config, "--config"))
+        data = read_config_file(input_path(args.config, "--config"))
         if "preset" in data:
             base = copy.deepcopy(PRESETS[data.pop("preset")])
             base.update(data)
@@ -176,48 +160,12 @@ def build_config(args: argparse.Namespace):
     return cfg.validate()
 
 
-class _Progress:
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self.bar = None
-        self.key = None
-
-    def __call__(self, ev) -> None:
-        if not self.enabled:
-            return
-        from tqdm import tqdm
-
-        key = (ev.stage, ev.level)
-        if ev.phase == "optimize" and key != self.key:
-            self.close()
-            self.key = key
-            self.bar = tqdm(total=ev.max_iterations, desc=f"stage {ev.stage + 1}/{ev.n_stages} level {ev.level + 1}/{ev.n_levels}",
-                            leave=False, dynamic_ncols=True)
-        if self.bar is not None and ev.phase == "optimize":
-            self.bar.n = ev.iteration
-            self.bar.set_postfix(loss=f"{ev.loss:.4g}", refresh=False)
-            self.bar.refresh()
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
-
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from ..batch import run_registration
-    from ..io import read_transform_file
 
-    initial = None
-    if args.initial_transform:
-        items = read_transform_file(input_path(args.initial_transform, "--initial-transform"))
-        if len(items) != 1 or items[0][0] != "linear":
-            raise CliError("--initial-transform: expected one linear transform (.mat/.tfm/.txt)")
-        initial = np.asarray(items[0][1])
-    cfg = build_config(args)
-    progress = _Progress(enabled=not args.no_progress and not args.quiet)
+    cfg = checked_config(args, build_config)
+    initial = read_initial_transform(args.initial_transform) if args.initial_transform else None
+    progress = RegistrationProgress(enabled=not args.no_progress and not args.quiet)
     try:
         summary = run_registration(
             args.fixed,
@@ -238,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
                 "out_dir": "--out", "fixed": "FIXED", "moving": "MOVING", "fixed_mask": "--fixed-mask",
                 "moving_mask": "--moving-mask", "fixed_labels": "--fixed-labels", "moving_labels": "--moving-labels",
                 "fixed_landmarks": "--fixed-landmarks", "moving_landmarks": "--moving-landmarks",
-                "initial": "--initial-transform",
+                "initial": "--initial-transform", **config_names(args),
             },
         )
     finally:

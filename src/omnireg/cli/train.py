@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import command_line, input_path, output_path
+from .common import DeferredParser, command_line, input_path, output_path
 
 __all__ = ["add_parser", "run", "TrainProgress"]
 
@@ -38,7 +38,7 @@ class TrainProgress:
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a learned similarity measure (disa, mad)",
                        description="Train the learned similarity measures on CPU or CUDA.")
-    tsub = p.add_subparsers(dest="model", metavar="MODEL")
+    tsub = p.add_subparsers(dest="model", metavar="MODEL", parser_class=DeferredParser)
     tsub.required = True
     d = tsub.add_parser(
         "disa",
@@ -76,18 +76,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--resume", action="store_true", help="continue from OUT.ckpt")
     d.add_argument("--force", action="store_true", help="overwrite an existing OUT")
     d.set_defaults(func=run)
+    from . import train_mad
+
     m = tsub.add_parser(
         "mad",
         help="MAD: a modality-agnostic distance learned from single-modality images with random convolutions",
         description="Train a MAD distance network from single-modality images.",
+        populate=train_mad.add_arguments,  # its defaults come from the training config (torch): added on use
     )
-    try:
-        from . import train_mad
-    except ImportError:  # pragma: no cover - during development only
-        train_mad = None
-    if train_mad is not None:
-        train_mad.add_arguments(m)
-        m.set_defaults(func=train_mad.run)
+    m.set_defaults(func=train_mad.run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -27,6 +27,7 @@ import os
 from pathlib import Path
 from typing import Iterable, Mapping
 
+from ..io import json_ready, write_text_atomic
 from .jacobian import InverseConsistency, JacobianStats
 from .overlap import LabelMetrics, summarize_labels
 from .tre import TREResult
@@ -134,18 +135,6 @@ def format_report(report: Mapping) -> str:
     return "\n\n".join(blocks)
 
 
-def _json_ready(value: object) -> object:
-    if isinstance(value, float):
-        return None if math.isnan(value) or math.isinf(value) else value
-    if isinstance(value, Mapping):
-        return {str(k): _json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_ready(v) for v in value]
-    if hasattr(value, "item") and callable(value.item):  # NumPy / torch scalars
-        return _json_ready(value.item())
-    return value
-
-
 def _csv_rows(report: Mapping) -> list[list[object]]:
     rows: list[list[object]] = []
     for key, entry in report.get("labels", {}).items():
@@ -191,17 +180,15 @@ def write_report(report: Mapping, path: str | os.PathLike, *, force: bool = Fals
     if not p.parent.is_dir():
         raise FileNotFoundError(f"output folder does not exist: {p.parent}")
     if ext == ".json":
-        text = json.dumps(_json_ready(report), indent=2) + "\n"
+        text = json.dumps(json_ready(report), indent=2, allow_nan=False) + "\n"
     else:
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
         writer.writerow(["section", "key", "name", "metric", "value"])
         for row in _csv_rows(report):
-            value = _json_ready(row[-1])
+            value = json_ready(row[-1])
             writer.writerow([*row[:-1], "" if value is None else repr(value) if isinstance(value, float) else value])
         text = buf.getvalue()
-    tmp = p.with_name(f".{p.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, p)
+    write_text_atomic(p, text, force=force)
     logger.info("wrote %s", p)
     return p

@@ -6,6 +6,7 @@ tensor-axis order, transforms mapping fixed to moving world points); everything 
 Writers are atomic and refuse to overwrite an existing file unless ``force=True``.
 """
 
+from ._files import atomic_output, json_ready, staged_outputs, write_bytes_atomic, write_json_atomic, write_text_atomic
 from .images import image_info, load_image, save_image
 from .itk_transforms import (
     DisplacementItem,
@@ -34,4 +35,10 @@ __all__ = [
     "read_composite_h5",
     "write_composite_h5",
     "read_transform_file",
+    "atomic_output",
+    "staged_outputs",
+    "write_bytes_atomic",
+    "write_text_atomic",
+    "write_json_atomic",
+    "json_ready",
 ]

@@ -9,11 +9,15 @@ Convention:
 
 Formats (chosen by the file extension):
 
-* ``.csv``: a header naming the columns ``x``, ``y`` (and ``z``) and optionally a ``label`` (or
-  ``name``) column; other columns (ANTs' ``t``, ``comment``) are ignored, so the CSV files of
-  ``antsApplyTransformsToPoints`` (LPS: pass ``coordinate_system="LPS"``) are read as they are. A file
-  of numbers only (2 or 3 columns) needs no header. Lines starting with ``#`` are comments.
-  The coordinate system is not stored in the file: RAS unless told otherwise.
+* ``.csv``: a header naming the coordinate columns ``x``, ``y`` (and ``z``), in any case, optionally
+  with the coordinate system and the unit: ``x_ras_mm``, ``x_lps``, ``x_mm`` ... (the AFIDs files:
+  ``id,x_ras_mm,y_ras_mm,z_ras_mm,name``). Point names come from the first of the columns ``label``,
+  ``id``, ``name`` present (``id`` before ``name``: the AFIDs CSV's ``id`` is the ``label`` of its
+  Slicer ``.fcsv``, so the two formats pair by name). Other columns (ANTs' ``t``, ``comment``) are
+  ignored, so the CSV files of ``antsApplyTransformsToPoints`` (LPS: pass ``coordinate_system="LPS"``)
+  are read as they are. A file of numbers only (2 or 3 columns) needs no header. Lines starting with
+  ``#`` are comments. A system in the column names (``_ras``/``_lps``) is the file's own; otherwise
+  the file does not state it: RAS unless told otherwise. Units other than mm are refused.
 * ``.fcsv`` (Slicer markups fiducial CSV): the ``# CoordinateSystem = RAS|LPS|0|1`` header line
   (0 = RAS, 1 = LPS, Slicer's codes) and the ``# columns = ...`` line are honoured; without them the
   Slicer 4 layout ``id,x,y,z,ow,ox,oy,oz,vis,sel,lock,label,desc,associatedNodeID`` in RAS is assumed.
@@ -39,6 +43,7 @@ import json
 import logging
 import math
 import os
+import re
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -154,25 +159,52 @@ def _format_of(path: Path, name: str = "path") -> str:
 
 
 # ---------------------------------------------------------------------------------------------- readers
-def _read_csv(path: Path, text: str, system: CoordinateSystem) -> Landmarks:
+_AXIS_COLUMN = re.compile(r"(?P<axis>[xyz])(?:[_ -]?(?P<system>ras|lps))?(?:[_ -]?\(?mm\)?)?")
+_NAME_COLUMNS = ("label", "id", "name")
+
+
+def _csv_header(header: list[str], path: Path, lineno: int) -> tuple[list[int], int | None, CoordinateSystem | None]:
+    """Coordinate columns (x, y[, z]), the name column and the coordinate system the header states, if any."""
+    found: dict[str, int] = {}
+    systems: set[str] = set()
+    for i, col in enumerate(header):
+        m = _AXIS_COLUMN.fullmatch(col)
+        if m is None:
+            continue
+        if m["axis"] in found:
+            raise ValueError(f"{path}, line {lineno}: more than one column for {m['axis']} "
+                             f"({header[found[m['axis']]]!r} and {col!r})")
+        found[m["axis"]] = i
+        if m["system"]:
+            systems.add(m["system"])
+    if "x" not in found or "y" not in found:
+        raise ValueError(
+            f"{path}, line {lineno}: expected a header with columns x, y[, z] (or x_ras_mm ..., x_lps ...; "
+            f"optionally label, id or name), got {header}"
+        )
+    if len(systems) > 1:
+        raise ValueError(f"{path}, line {lineno}: the coordinate columns state different systems ({sorted(systems)})")
+    cols = [found[a] for a in "xyz" if a in found]
+    label_col = next((header.index(c) for c in _NAME_COLUMNS if c in header), None)
+    stated = _SLICER_CODES[systems.pop()] if systems else None
+    return cols, label_col, stated
+
+
+def _read_csv(path: Path, text: str, given: CoordinateSystem | None) -> Landmarks:
     rows = [(n, r) for n, r in enumerate(csv.reader(io.StringIO(text)), start=1) if r and any(c.strip() for c in r)]
     rows = [(n, [c.strip() for c in r]) for n, r in rows if not r[0].strip().startswith("#")]
     if not rows:
         raise ValueError(f"{path}: no landmarks found")
     first_no, first = rows[0]
+    stated = None
     if all(_is_number(c) for c in first):
         if len(first) not in (2, 3):
             raise ValueError(f"{path}, line {first_no}: expected 2 or 3 coordinates (no header), got {len(first)} columns")
         cols, label_col, data = list(range(len(first))), None, rows
     else:
-        header = [c.lower() for c in first]
-        if "x" not in header or "y" not in header:
-            raise ValueError(
-                f"{path}, line {first_no}: expected a header with columns x, y[, z] (and optionally label), got {first}"
-            )
-        cols = [header.index(a) for a in ("x", "y", "z") if a in header]
-        label_col = next((header.index(c) for c in ("label", "name") if c in header), None)
+        cols, label_col, stated = _csv_header([c.lower() for c in first], path, first_no)
         data = rows[1:]
+    system = _stated(stated, given, path) if stated is not None else (given or CoordinateSystem.RAS)
     pts, names = [], []
     for lineno, row in data:
         if len(row) <= max(cols + ([label_col] if label_col is not None else [])):
@@ -298,7 +330,8 @@ def read_landmarks(
     Args:
         path: ``.csv``, ``.fcsv``, ``.mrk.json``/``.json``, or an elastix ``.txt``/``.pts`` point file.
         coordinate_system: ``"RAS"`` or ``"LPS"`` for files that do not state theirs (default: RAS for
-            CSV and ``.fcsv``, LPS for ``.mrk.json`` and elastix).
+            CSV and ``.fcsv``, LPS for ``.mrk.json`` and elastix); a file that states its own (Slicer
+            headers, CSV columns such as ``x_ras_mm``) wins.
         reference: the grid (or image) whose voxel indices an elastix ``index`` file holds.
 
     Returns:
@@ -322,7 +355,7 @@ def read_landmarks(
         raise FileNotFoundError(f"landmark file not found: {p}")
     text = p.read_text(encoding="utf-8-sig")
     if fmt == "csv":
-        out = _read_csv(p, text, given or CoordinateSystem.RAS)
+        out = _read_csv(p, text, given)
     elif fmt == "fcsv":
         out = _read_fcsv(p, text, given)
     elif fmt == "json":
@@ -406,15 +439,9 @@ def write_landmarks(
         buf.write(f"point\n{len(lm)}\n")
         for row in pts:
             buf.write(" ".join(_num(v) for v in row) + "\n")
-    if not isinstance(force, bool):
-        raise TypeError(f"force: expected a bool, got {type(force).__name__}")
-    if p.exists() and not force:
-        raise FileExistsError(f"{p} already exists; pass force=True to overwrite it")
-    if not p.parent.is_dir():
-        raise FileNotFoundError(f"output folder does not exist: {p.parent}")
-    tmp = p.with_name(f".{p.name}.tmp")
-    tmp.write_text(buf.getvalue(), encoding="utf-8")
-    os.replace(tmp, p)
+    from ..io import write_text_atomic
+
+    write_text_atomic(p, buf.getvalue(), force=force)
     logger.debug("wrote %d landmarks to %s", len(lm), p)
     return p
 

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
-import tempfile
 import threading
 from importlib import resources
 from pathlib import Path
@@ -54,18 +52,13 @@ def register_architecture(kind: str, factory: Callable[[Any], nn.Module], config
 
 
 def atomic_torch_save(obj: dict, path: Path) -> None:
+    """``torch.save`` to ``path`` (replacing it) through :func:`omnireg.io.atomic_output`: never a partial file."""
+    from ..io import atomic_output
+
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would hide shipped weights from other users
-    try:
+    with atomic_output(path, force=True) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def to_plain(value: Any) -> Any:

@@ -7,7 +7,7 @@ picture is a PNG referenced by a relative path (``report_files/<name>.png``, nam
 and lets tests check the page in a headless browser. The page states the display convention of
 :mod:`omnireg.report.views`.
 
-Writing is atomic per file (temporary file + ``os.replace``), the page last; the same inputs give the
+Writing is atomic per file (:func:`omnireg.io.write_bytes_atomic`), the page last; the same inputs give the
 same bytes (no time stamps).
 """
 
@@ -17,7 +17,6 @@ import html
 import json
 import logging
 import os
-import uuid
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -26,6 +25,7 @@ import torch
 from .. import __version__
 from ..core.enums import as_enum
 from ..core.image import Image
+from ..io import json_ready, write_bytes_atomic
 from ..optim.result import RegistrationResult
 from . import figures as F
 from . import tables
@@ -72,20 +72,6 @@ window.addEventListener("load", function () {
   document.body.setAttribute("data-images-checked", String(imgs.length));
 });
 """
-
-
-# ------------------------------------------------------------------------------ files
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path`` (mode from the umask), then rename it onto ``path``."""
-    tmp = path.with_name(f".tmp-{os.getpid()}-{uuid.uuid4().hex[:12]}-{path.name}")
-    try:
-        with open(tmp, "xb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _check_path(path: Any, name: str) -> Path:
@@ -231,7 +217,7 @@ def write_report(
             body.append(f"<h2>{_HEADINGS[name]}</h2>")
             body.append(_figure(name, _HEADINGS[name], caps[name]))
     if result.config:
-        cfg = json.dumps(result.config, indent=2, default=str)
+        cfg = json.dumps(json_ready(result.config), indent=2)
         body.append(f"<details><summary>Configuration</summary><pre>{html.escape(cfg)}</pre></details>")
     text = _page(title, body)
 
@@ -239,10 +225,10 @@ def write_report(
     for name in PICTURE_NAMES:
         path = files / f"{name}.png"
         if name in pics:
-            _write_atomic(path, pics[name])
+            write_bytes_atomic(path, pics[name], force=True)
         elif path.exists():  # stale picture of an earlier report (force=True)
             path.unlink()
-    _write_atomic(page_path, text.encode("utf-8"))
+    write_bytes_atomic(page_path, text.encode("utf-8"), force=True)
     total = sum(len(b) for b in pics.values())
     logger.info("wrote %s with %d pictures (%.0f KB)", page_path, len(pics), total / 1024)
     return page_path
@@ -302,6 +288,6 @@ def write_triplet(
         F.Panel(normalise(sample_plane(moving, view), mwin) * sup, view, "moving (before)"),
         F.Panel(normalise(sample_plane(warped, view), mwin) * sup, view, "warped (after)"),
     ]
-    _write_atomic(p, F.render_panels([row]))
+    write_bytes_atomic(p, F.render_panels([row]), force=True)
     logger.info("wrote %s", p)
     return p

@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import logging
 import math
 import time
@@ -57,6 +56,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from ..io import write_json_atomic
 from ..networks.disa import DISAConfig, DISANet, clip_norm
 from ..networks.store import save_model, to_plain
 from .loop import FitConfig, FitResult, TrainEvent, fit
@@ -399,10 +399,11 @@ def disa_validation(
         ax.set_xlim(-0.05, 1.05)
         ax.set_ylim(-0.3, 1.05)
         fig.tight_layout()
-        tmp = Path(plot).with_name(Path(plot).name + ".tmp.png")
-        fig.savefig(tmp)
+        from ..io import atomic_output
+
+        with atomic_output(Path(plot), force=True) as tmp:
+            fig.savefig(tmp)
         plt.close(fig)
-        tmp.replace(plot)
     return out
 
 
@@ -577,7 +578,5 @@ def train_disa(
     }
     save_model(out, model, kind="disa", meta=meta)
     report = out.with_name(out.stem + ".validation.json")
-    tmp = report.with_name(report.name + ".tmp")
-    tmp.write_text(json.dumps(meta, indent=2))
-    tmp.replace(report)
+    write_json_atomic(report, meta, force=True)
     return meta

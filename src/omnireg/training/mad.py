@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 import logging
 import math
 import time
@@ -40,6 +39,7 @@ import torch
 
 from ..core import Grid, Image, sample
 from ..core.intensity import robust_normalize
+from ..io import atomic_output, write_json_atomic
 from ..networks.mad import MADConfig, MADNet
 from ..networks.store import save_model, to_plain
 from ..similarity.mad import patch_offsets_mm
@@ -445,7 +445,8 @@ def plot_validation(report: dict, path: str | Path) -> Path | None:
     ax.legend(fontsize=6, markerscale=3)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=110)
+    with atomic_output(path, force=True) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
     return path
 
@@ -515,7 +516,7 @@ def train_mad(
         "threads": torch.get_num_threads(),
     }
     json_path = stem.with_name(stem.name + ".validation.json")
-    json_path.write_text(json.dumps({**summary, "points": report["points"]}, indent=1))
+    write_json_atomic(json_path, {**summary, "points": report["points"]}, force=True, indent=1)
     plot_validation(report, stem.with_name(stem.name + ".validation.png"))
     file_meta = {
         **(meta or {}),
