@@ -9,6 +9,7 @@ Writers are atomic and refuse to overwrite an existing file unless ``force=True`
 from .images import image_info, load_image, save_image
 from .itk_transforms import (
     DisplacementItem,
+    FieldPrecision,
     LinearItem,
     TransformKind,
     read_composite_h5,
@@ -25,6 +26,7 @@ __all__ = [
     "save_image",
     "image_info",
     "TransformKind",
+    "FieldPrecision",
     "LinearItem",
     "DisplacementItem",
     "read_linear_transform",
