@@ -24,7 +24,8 @@ def test_outputs_are_written_once_and_replaced_only_with_force(cohort, config):
     out = cohort / "one"
     result = run_registration(d / "fixed.nii.gz", d / "moving2.nii.gz", out, config,
                               moving_labels=d / "moving2_labels.nii.gz", metadata={"note": "x"})
-    expected = [n for n in OUTPUT_NAMES if n != "deformation.nii.gz"] + ["report_files"]  # QC page and pictures
+    optional = ("deformation.nii.gz", "inverse.h5", "inverse_warped.nii.gz")  # deformable runs; inverse=True
+    expected = [n for n in OUTPUT_NAMES if n not in optional] + ["report_files"]  # QC page and pictures
     assert sorted(p.name for p in out.iterdir()) == sorted(expected)
     assert json.loads((out / "result.json").read_text()) == result
     assert result["metadata"] == {"note": "x"} and result["evaluation"] == {}  # no fixed labels: no Dice

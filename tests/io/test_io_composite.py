@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import h5py
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -39,12 +40,14 @@ def _items(grid: Grid):
     return [("linear", m1), ("displacement", u, grid), ("linear", m2)]
 
 
+@pytest.mark.parametrize("precision", ["float32", "float64"])
 @pytest.mark.parametrize("ndim", [2, 3])
-def test_simpleitk_applies_written_composite_last_item_first(tmp_path, make_grid, to_lps, ndim):
+def test_simpleitk_applies_written_composite_last_item_first(tmp_path, make_grid, to_lps, ndim, precision):
     grid = make_grid(40 + ndim, ndim)
     items = _items(grid)
     (_, m1), (_, u, _), (_, m2) = items
-    write_composite_h5(items, tmp_path / "c.h5")
+    write_composite_h5(items, tmp_path / "c.h5", precision=precision)
+    u = u.to(getattr(torch, precision)).double()  # the values the file holds
     tx = sitk.ReadTransform(str(tmp_path / "c.h5"))
     # choose y so that m2 @ y is the voxel centre x: there the field needs no interpolation
     x_all = grid.points("world", dtype=torch.float64).numpy()
@@ -62,9 +65,44 @@ def test_simpleitk_applies_written_composite_last_item_first(tmp_path, make_grid
     np.testing.assert_allclose(back[2].matrix, m2, atol=1e-12)
     assert back[1].grid.same_as(grid, atol=1e-9)
     torch.testing.assert_close(back[1].field, u, rtol=0, atol=0)
+    with h5py.File(tmp_path / "c.h5", "r") as h5:
+        assert h5["TransformGroup/2/TransformParameters"].dtype == np.dtype(precision)
+        assert h5["TransformGroup/1/TransformParameters"].dtype == np.float64  # linear parameters stay exact
     # the items read back can be written again (named tuples are accepted like plain tuples)
     write_composite_h5(back, tmp_path / "again.h5")
     assert len(read_transform_file(tmp_path / "again.h5")) == 3
+
+
+def test_field_on_a_coarse_grid_keeps_its_own_geometry_compressed_float32(tmp_path, make_grid, to_lps):
+    """ITK's fixed parameters of a field are the field's grid (size, LPS origin, spacing, LPS direction),
+    not the image it is applied to; the field is stored float32, chunked, gzip-compressed, and SimpleITK
+    interpolates it between its voxel centres like omnireg."""
+    from omnireg.transforms import DisplacementField
+
+    grid = make_grid(7, 3, shape=(9, 8, 7))  # oblique, anisotropic, with a reflection
+    coarse = grid.with_spacing(np.asarray(grid.spacing) * 2.0)
+    x = coarse.points("world", dtype=torch.float64).movedim(-1, 0)
+    u = torch.stack([torch.sin(x[1] / 7.0), torch.cos(x[2] / 5.0), 0.3 * torch.sin(x[0] / 4.0)]) * 2.0
+    write_composite_h5([("displacement", u, coarse)], tmp_path / "f.h5")
+    with h5py.File(tmp_path / "f.h5", "r") as h5:
+        ds = h5["TransformGroup/1/TransformParameters"]
+        assert ds.dtype == np.float32 and ds.compression == "gzip" and ds.chunks is not None
+        assert h5["TransformGroup/1/TransformType"][0] == b"DisplacementFieldTransform_float_3_3"
+        fixed = h5["TransformGroup/1/TransformFixedParameters"][()]
+    flip = np.array([-1.0, -1.0, 1.0])
+    np.testing.assert_array_equal(fixed[:3], coarse.shape)
+    np.testing.assert_allclose(fixed[3:6], flip * np.asarray(coarse.origin), atol=1e-12)
+    np.testing.assert_allclose(fixed[6:9], coarse.spacing, atol=1e-12)
+    np.testing.assert_allclose(fixed[9:].reshape(3, 3), flip[:, None] * coarse.direction, atol=1e-12)
+    tx = sitk.ReadTransform(str(tmp_path / "f.h5"))
+    dense = DisplacementField(u.float()[None], coarse, learnable=False)
+    # points between the coarse voxel centres, within the field
+    vox = torch.rand((200, 3), generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    vox = vox * (torch.tensor(coarse.shape, dtype=torch.float64) - 1)
+    pts = coarse.transform_points(vox, "voxel", "world")
+    ours = dense(pts[None])[0].numpy()
+    theirs = to_lps(np.array([tx.TransformPoint(tuple(to_lps(p))) for p in pts.numpy()]))
+    np.testing.assert_allclose(theirs, ours, rtol=0, atol=1e-9)
 
 
 def test_reads_composite_written_by_simpleitk(tmp_path, to_lps):

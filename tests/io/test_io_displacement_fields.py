@@ -19,26 +19,43 @@ def _field(grid: Grid, dtype=torch.float64) -> torch.Tensor:
     return (torch.randn((grid.ndim, *grid.shape), generator=g, dtype=torch.float64) * 3).to(dtype)
 
 
+@pytest.mark.parametrize("precision", ["float32", "float64"])
 @pytest.mark.parametrize("ndim", [2, 3])
 @pytest.mark.parametrize("ext", EXTS)
-def test_simpleitk_applies_written_field_as_the_ras_field_says(tmp_path, make_grid, to_lps, ext, ndim):
+def test_simpleitk_applies_written_field_as_the_ras_field_says(tmp_path, make_grid, to_lps, ext, ndim, precision):
     grid = make_grid(20 + ndim, ndim)
     u = _field(grid)
+    stored = u.to(getattr(torch, precision))  # the values the file holds
     path = tmp_path / f"u{ext}"
-    write_displacement_field(u, grid, path)
+    kwargs = {} if precision == "float32" else {"precision": precision}  # float32 is the default
+    write_displacement_field(u, grid, path, **kwargs)
     img = sitk.ReadImage(str(path))
     assert img.GetDimension() == ndim and img.GetNumberOfComponentsPerPixel() == ndim
+    assert img.GetPixelIDValue() == (sitk.sitkVectorFloat32 if precision == "float32" else sitk.sitkVectorFloat64)
     tx = sitk.DisplacementFieldTransform(sitk.Cast(img, sitk.sitkVectorFloat64))
     x = grid.points("world", dtype=torch.float64).numpy()  # (*S, D) RAS voxel centres
     atol = 1e-4 if ext == ".nii.gz" else 1e-9  # NIfTI stores the geometry in float32
     for idx in [(0,) * ndim, (1,) * ndim, tuple(s - 1 for s in grid.shape), (2, 1, 0)[:ndim]]:
         p = x[idx]
         got = np.asarray(tx.TransformPoint(tuple(to_lps(p))))
-        expected = to_lps(p + u[(slice(None), *idx)].numpy())
+        expected = to_lps(p + stored[(slice(None), *idx)].double().numpy())
         np.testing.assert_allclose(got, expected, rtol=0, atol=atol)
     back, back_grid = read_displacement_field(path)
-    assert back.dtype == torch.float64 and back_grid.same_as(grid, atol=1e-5)
-    torch.testing.assert_close(back, u, rtol=0, atol=0)
+    assert back.dtype == stored.dtype and back_grid.same_as(grid, atol=1e-5)
+    torch.testing.assert_close(back, stored, rtol=0, atol=0)
+
+
+def test_fields_are_written_compressed(tmp_path):
+    """A smooth float32 field takes less room in every format than its raw float32 bytes."""
+    grid = Grid((40, 36, 30), (2.0, 2.0, 2.0))
+    x = grid.points("world", dtype=torch.float64).movedim(-1, 0)
+    u = torch.stack([torch.sin(x[0] / 15), torch.cos(x[1] / 11), torch.sin(x[2] / 9)]) * 2.0
+    raw = u.numel() * 4
+    for ext in EXTS:
+        write_displacement_field(u, grid, tmp_path / f"u{ext}")
+        assert (tmp_path / f"u{ext}").stat().st_size < 0.9 * raw, ext
+    with pytest.raises(ValueError, match="precision"):
+        write_displacement_field(u, grid, tmp_path / "v.nii.gz", precision="float16")
 
 
 def test_nifti_field_layout_is_itk_vector_with_lps_components(tmp_path):

@@ -9,6 +9,8 @@
 * ``linear.mat`` and, for deformable runs, ``deformation.nii.gz`` (ITK displacement field, world mm, LPS),
   listed in ``antsApplyTransforms -t`` order;
 * ``warped_labels.nii.gz``: the moving label map pulled onto the fixed grid with nearest neighbour;
+* with ``inverse=True``, ``inverse.h5`` (``T^-1``, moving -> fixed) and ``inverse_warped.nii.gz`` (the fixed
+  image pulled onto the moving grid), see :func:`omnireg.transforms.files.save_inverse_outputs`;
 * ``result.json``: metrics, runtimes, configuration, outputs and, where labels or landmarks of both
   images are given, the evaluation (written last, so its presence marks a finished run).
 
@@ -32,11 +34,11 @@ __all__ = ["OUTPUT_NAMES", "label_evaluation", "run_registration"]
 
 logger = logging.getLogger(__name__)
 
-#: The files a registration writes into its output folder (``deformation.nii.gz`` and
-#: ``warped_labels.nii.gz`` only when they apply).
+#: The files a registration writes into its output folder (``deformation.nii.gz``, ``warped_labels.nii.gz``,
+#: ``inverse.h5`` and ``inverse_warped.nii.gz`` only when they apply).
 OUTPUT_NAMES = (
     "warped.nii.gz", "transform.h5", "linear.mat", "deformation.nii.gz", "warped_labels.nii.gz", "report.html",
-    "result.json",
+    "inverse.h5", "inverse_warped.nii.gz", "result.json",
 )
 
 
@@ -92,6 +94,7 @@ def run_registration(
     metadata: Mapping[str, Any] | None = None,
     arg_names: Mapping[str, str] | None = None,
     report: bool = True,
+    inverse: bool = False,
 ) -> dict:
     """Register the moving image file to the fixed one and write the outputs into ``out_dir`` (module docstring).
 
@@ -115,6 +118,8 @@ def run_registration(
             "fixed": "FIXED", "fixed_mask": "--fixed-mask"}`` for a command line; others keep their names.
         report: also write the quality-control page ``report.html`` and its pictures
             (:func:`omnireg.report.write_report`).
+        inverse: also write ``inverse.h5`` and ``inverse_warped.nii.gz``; ``result.json`` then holds
+            ``inverse_residual_mm`` (how the inverse was computed, max and mean of ``|T(T^-1(y)) - y|``).
 
     Returns:
         The content of ``result.json`` (a dict; NaN written as ``null``): ``metric_before``, ``metric_after``,
@@ -167,6 +172,13 @@ def run_registration(
             outputs["warped_labels"] = "warped_labels.nii.gz"
         else:
             warped_labels = None
+        inverse_residual = None
+        if inverse:
+            from ..transforms.files import save_inverse_outputs
+
+            inv = save_inverse_outputs(result, out, fixed=fixed, moving_grid=moving.grid, force=force)
+            outputs.update(inv.files)
+            inverse_residual = inv.residual_mm
         if landmarks is not None:
             from ..evaluation import target_registration_error
 
@@ -200,9 +212,13 @@ def run_registration(
                 d=fixed.ndim, t=" ".join(f"-t {f}" for f in files)
             ),
             "evaluation": evaluation,
+            "initialization": result.initialization,
+            "stages": result.stage_checks,
             "history": [h.__dict__ for h in result.history],
             "config": result.config,
         }
+        if inverse_residual is not None:
+            summary["inverse_residual_mm"] = inverse_residual
         if metadata:
             summary["metadata"] = dict(metadata)
         summary = json_ready(summary)

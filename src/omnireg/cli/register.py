@@ -66,6 +66,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fixed-landmarks", default=None, help="landmarks of the fixed image (CSV RAS, .fcsv, .mrk.json, elastix): TRE")
     p.add_argument("--moving-landmarks", default=None, help="the corresponding landmarks of the moving image")
     p.add_argument("--no-report", action="store_true", help="do not write report.html")
+    p.add_argument("--inverse", action="store_true",
+                   help="also write inverse.h5 (moving -> fixed) and inverse_warped.nii.gz (FIXED on the MOVING grid)")
     p.add_argument("--config", default=None, help="YAML or TOML configuration file (flags override it)")
     p.add_argument("--seed", type=int, default=None, help="random seed (default 0): same seed, same result")
     p.add_argument("--device", default=None, help="cpu (default), cuda or cuda:N")
@@ -182,6 +184,7 @@ def run(args: argparse.Namespace) -> int:
             callbacks=[progress],
             force=args.force,
             report=not args.no_report,
+            inverse=args.inverse,
             arg_names={
                 "out_dir": "--out", "fixed": "FIXED", "moving": "MOVING", "fixed_mask": "--fixed-mask",
                 "moving_mask": "--moving-mask", "fixed_labels": "--fixed-labels", "moving_labels": "--moving-labels",

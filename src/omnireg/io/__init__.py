@@ -10,6 +10,7 @@ from ._files import atomic_output, json_ready, staged_outputs, write_bytes_atomi
 from .images import image_info, load_image, save_image
 from .itk_transforms import (
     DisplacementItem,
+    FieldPrecision,
     LinearItem,
     TransformKind,
     read_composite_h5,
@@ -26,6 +27,7 @@ __all__ = [
     "save_image",
     "image_info",
     "TransformKind",
+    "FieldPrecision",
     "LinearItem",
     "DisplacementItem",
     "read_linear_transform",

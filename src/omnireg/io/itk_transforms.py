@@ -18,6 +18,11 @@ Convention (the files speak ITK, the API speaks omnireg):
   what ``sitk.DisplacementFieldTransform`` and ANTs apply. NIfTI files with intent ``displacement
   vector`` (1006) hold RAS components by the NIfTI standard, and ITK converts them on reading; so
   does :func:`read_displacement_field`.
+* Fields are written compactly: in float32 by default (``precision``, :class:`FieldPrecision`; a
+  displacement in mm needs no more, float32 is exact to about 1e-5 mm over a head), compressed
+  (``.nii.gz`` by gzip, ``.nrrd``/``.mha`` with SimpleITK's compression, ``.h5`` with HDF5's gzip and
+  shuffle filters, see :mod:`omnireg.io._itk_h5`), and on the grid they are given on (ITK interpolates
+  them linearly, so a field optimised on a coarse grid is stored on that grid, not resampled).
 * Lists of transforms are ordered like ``antsApplyTransforms -t`` and ITK's ``CompositeTransform``:
   **the last item is applied to fixed-space points first**, i.e. ``[A, B]`` means ``A(B(x))``.
 
@@ -49,10 +54,12 @@ from ._convert import (
     sitk_from_array,
 )
 from ._files import as_path, atomic_output, check_input_file, extension
+from ._itk_h5 import write_itk_h5
 from .images import NIFTI_EXTENSIONS, read_with_sitk, sitk_message, read_nifti, write_nifti
 
 __all__ = [
     "TransformKind",
+    "FieldPrecision",
     "LinearItem",
     "DisplacementItem",
     "read_linear_transform",
@@ -80,6 +87,19 @@ class TransformKind(str, Enum):
 
     LINEAR = "linear"
     DISPLACEMENT = "displacement"
+
+
+class FieldPrecision(str, Enum):
+    """Floating-point type in which displacement fields are stored in files (default ``float32``)."""
+
+    FLOAT32 = "float32"
+    FLOAT64 = "float64"
+
+
+def _stored(arr: np.ndarray, precision) -> np.ndarray:
+    """``arr`` in the storage precision (``precision`` is checked and named in errors)."""
+    kind = as_enum(precision, FieldPrecision, "precision")
+    return arr.astype(np.float32 if kind is FieldPrecision.FLOAT32 else np.float64, copy=False)
 
 
 class LinearItem(NamedTuple):
@@ -280,19 +300,29 @@ def _read_mat(p) -> list[TransformItem]:
 
 
 # ---------------------------------------------------------------------------------------------- fields
-def write_displacement_field(field_ras_mm, grid: Grid, path: str | os.PathLike, *, force: bool = False) -> None:
+def write_displacement_field(
+    field_ras_mm,
+    grid: Grid,
+    path: str | os.PathLike,
+    *,
+    precision: FieldPrecision | str = FieldPrecision.FLOAT32,
+    force: bool = False,
+) -> None:
     """Write an ITK displacement field (fixed -> moving, world mm, LPS components).
 
     NIfTI gets ITK's layout ``(X, Y, Z, 1, D)`` (2D: ``(X, Y, 1, 1, 2)``) with intent ``vector``,
-    sform and qform set to the grid; ``.nrrd``/``.mha``/``.mhd`` are written with SimpleITK as a
-    vector image. ``sitk.DisplacementFieldTransform(sitk.ReadImage(path))`` (and ANTs) then maps an
-    LPS point ``p`` to ``p + u_LPS(p)``. float64 is kept, other float types become float32.
+    sform and qform set to the grid (``.nii.gz`` is gzip-compressed); ``.nrrd``/``.mha``/``.mhd`` are
+    written compressed with SimpleITK as a vector image. ``sitk.DisplacementFieldTransform(
+    sitk.ReadImage(path))`` (and ANTs) then maps an LPS point ``p`` to ``p + u_LPS(p)``, interpolating
+    the field linearly between its voxel centres. The field is stored on ``grid`` as given (a coarse
+    grid stays coarse) in ``precision``.
 
     Args:
         field_ras_mm: ``(D, *S)`` tensor or array; component ``c`` is the displacement in mm along
             world RAS axis ``c``; ``T(x) = x + u(x)`` maps fixed to moving world points.
-        grid: the fixed grid on which ``u`` is sampled (``S = grid.shape``).
+        grid: the grid (in the fixed space) on which ``u`` is sampled (``S = grid.shape``); any spacing.
         path: destination (``.nii``, ``.nii.gz``, ``.nrrd``, ``.nhdr``, ``.mha``, ``.mhd``).
+        precision: ``"float32"`` (default) or ``"float64"``: the stored type.
         force: replace an existing file.
 
     Shape:
@@ -308,13 +338,13 @@ def write_displacement_field(field_ras_mm, grid: Grid, path: str | os.PathLike, 
     ext = extension(p)
     if ext not in FIELD_EXTENSIONS:
         raise ValueError(f"path: expected one of the extensions {', '.join(FIELD_EXTENSIONS)}, got {p.name!r}")
-    lps = _flip_components(arr)
+    lps = _stored(_flip_components(arr), precision)
     with atomic_output(p, force=force) as tmp:
         if ext in NIFTI_EXTENSIONS:
             write_nifti(lps, grid, tmp, intent=_NIFTI_INTENT_VECTOR)
         else:
             try:
-                sitk.WriteImage(sitk_from_array(lps, grid), str(tmp))
+                sitk.WriteImage(sitk_from_array(lps, grid), str(tmp), useCompression=True)
             except RuntimeError as exc:
                 raise ValueError(f"cannot write displacement field {p}: {sitk_message(exc)}") from exc
 
@@ -374,18 +404,28 @@ def _field_item_from_sitk_image(img: sitk.Image, source) -> DisplacementItem:
 
 
 # ---------------------------------------------------------------------------------------------- composite
-def write_composite_h5(items: Sequence, path: str | os.PathLike, *, force: bool = False) -> None:
-    """Write a list of transforms as an ITK composite transform ``.h5`` (via SimpleITK).
+def write_composite_h5(
+    items: Sequence,
+    path: str | os.PathLike,
+    *,
+    precision: FieldPrecision | str = FieldPrecision.FLOAT32,
+    force: bool = False,
+) -> None:
+    """Write a list of transforms as one ITK composite transform ``.h5`` (ITK's HDF5 layout, with h5py).
 
     Order: items are listed like ``antsApplyTransforms -t`` / ITK ``CompositeTransform``: **the last
     item is applied to fixed-space points first**, ``[A, B]`` maps ``x`` to ``A(B(x))``. Linear items
-    become ``AffineTransform_double_D_D`` (LPS), displacement items ``DisplacementFieldTransform``
-    (float64 field, LPS components). Atomic; refuses to overwrite unless ``force``.
+    become ``AffineTransform_double_D_D`` (LPS, float64), displacement items
+    ``DisplacementFieldTransform_float_D_D`` (``_double_`` with ``precision="float64"``): the field on
+    its own grid (its geometry in the fixed parameters; ITK interpolates it linearly), LPS components,
+    gzip-compressed. SimpleITK's ``ReadTransform``, ANTs and 3D Slicer read the file
+    (:mod:`omnireg.io._itk_h5`). Atomic; refuses to overwrite unless ``force``.
 
     Args:
         items: non-empty sequence of ``("linear", matrix_ras)`` and ``("displacement", field_ras_mm,
             grid)`` (or :class:`LinearItem` / :class:`DisplacementItem`), all of one dimension.
         path: destination ``.h5`` / ``.hdf5`` file.
+        precision: ``"float32"`` (default) or ``"float64"``: the stored type of displacement fields.
         force: replace an existing file.
 
     Raises:
@@ -402,25 +442,17 @@ def write_composite_h5(items: Sequence, path: str | os.PathLike, *, force: bool 
     dims = [it.ndim for it in normalized]
     if len(set(dims)) != 1:
         raise ValueError(f"items: expected transforms of one dimension, got dimensions {dims}")
-    transforms = [_sitk_from_item(it) for it in normalized]
-    composite = sitk.CompositeTransform(transforms)
+    as_enum(precision, FieldPrecision, "precision")
+    members = [
+        ("linear", it.matrix) if it.kind is TransformKind.LINEAR
+        else ("displacement", _stored(_flip_components(it.field.numpy()), precision), it.grid)
+        for it in normalized
+    ]
     with atomic_output(p, force=force) as tmp:
         try:
-            sitk.WriteTransform(composite, str(tmp))
-        except RuntimeError as exc:
-            raise ValueError(f"cannot write transform file {p}: {sitk_message(exc)}") from exc
-
-
-def _sitk_from_item(item: TransformItem) -> sitk.Transform:
-    if item.kind is TransformKind.LINEAR:
-        d = item.ndim
-        lps = convert_affine_ras_lps(item.matrix)
-        tx = sitk.AffineTransform(d)
-        tx.SetMatrix(tuple(float(v) for v in lps[:d, :d].reshape(-1)))
-        tx.SetTranslation(tuple(float(v) for v in lps[:d, d]))
-        return tx
-    lps = _flip_components(item.field.numpy().astype(np.float64))
-    return sitk.DisplacementFieldTransform(sitk_from_array(lps, item.grid))
+            write_itk_h5(members, tmp)
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"cannot write transform file {p}: {exc}") from exc
 
 
 def read_composite_h5(path: str | os.PathLike, *, bspline_oversampling: int = 4) -> list[TransformItem]:
