@@ -24,17 +24,22 @@ acts on the fixed points first, then the coarser map), i.e. the displacement
 ``u_l = compose_displacements(up(u_{l+1}), r_l)``; this is the paper's ``phi_k = exp(v_k) ∘ up(phi_{k-1})``
 written for maps that pull the moving image. Every ``R_l`` is a diffeomorphism and so is ``T_l`` (up to
 interpolation). The inverse is the reversed composition of the inverse steps, each integrated from
-``-v_l``: ``T_l^{-1} = R_l^{-1} ∘ up(T_{l+1}^{-1})``; its error comes only from resampling the
-coarser fields (about 1e-2 voxel for smooth fields; see the tests).
+``-v_l``: ``T_l^{-1} = R_l^{-1} ∘ up(T_{l+1}^{-1})``. Each level's ``exp(v) ∘ exp(-v)`` is the identity
+to ~1e-3 voxel; the round-trip error of the composed map comes from resampling the coarser composed
+fields (``up``): measured on three levels of smooth residuals, 0.04 voxel mean (0.07 max, interior) for
+maps of up to 3.3 voxels, 0.13 mean (0.33 max) for maps of up to 6.6 voxels.
 
 Choices left open by the paper or the reference code, each a config field (see :class:`PyramidConfig`):
 
 - ``finest_stride`` (default 2): the pyramid runs on the input average-pooled by this factor and the
   final field is upsampled linearly (as VoxelMorph-diff's half-resolution velocity). The paper's
-  network predicts the last residual at full resolution (``finest_stride=1``); that costs about 8x
-  the time and missed the 3 s goal on 2 CPU cores for a 2 mm brain (measured: README).
+  network predicts the last residual at full resolution (``finest_stride=1``): for a 2 mm brain
+  (96x112x96) that is 15 s of single-thread CPU and 1.8 GB per forward pass, against 2.0 s and 0.6 GB.
+- ``pointwise_fusion`` (default True): 1x1(x1) group projections and local-branch output convolutions
+  in the fusion blocks (the reference uses 3x3(x3)): 2.35 M instead of 3.53 M parameters (9.4 MB of
+  float32 weights: the shipped model must stay under 10 MB) and ~15 % less time.
 - Deterministic velocities (the reference samples them from a predicted Gaussian); no deformable
-  convolution; instance norm after LeakyReLU as in the reference (``instance_norm``).
+  convolution (the paper's title names one; the reference code has none); instance norm after LeakyReLU as in the reference (``instance_norm``).
 - Per-sample global weights (the reference applies the first sample's weights to the whole batch);
   one spatial attention per frequency band (the reference shares one); the global MLP is
   ``2 G C -> C -> G``; Gaussian low-pass with replicated borders.
