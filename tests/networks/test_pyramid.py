@@ -14,9 +14,9 @@ from omnireg.networks.msfb import FeatureFusion, GroupWeights, lowpass
 from omnireg.networks.pyramid import (
     PyramidConfig,
     PyramidNet,
+    _input_extent,
     compose_level,
     compose_pyramid,
-    upsample_scale,
 )
 from omnireg.networks.registration import (
     compose_displacements,
@@ -94,8 +94,7 @@ def test_pyramid_composition_equals_composing_the_scale_fields_explicitly(ndim, 
     assert out.velocity is None
     assert len(out.scales) == len(net.scale_strides) == len(fields.velocities) - (stride == 1)
     for s, st, d in zip(out.scales, net.scale_strides, fields.displacements):
-        assert tuple(s.shape[2:]) == tuple(p // st for p in padded)
-        torch.testing.assert_close(s, d)
+        torch.testing.assert_close(s, _input_extent(d, shape, st))
 
 
 def test_composed_map_sends_points_through_the_residual_then_the_coarser_map():
@@ -279,10 +278,30 @@ def test_any_input_shape_gives_the_input_shape_back(ndim, shape, stride):
     padded = net.padded_shape(shape)
     assert all(p % net.stride == 0 and p >= s for p, s in zip(padded, shape))
     for s, st in zip(out.scales, net.scale_strides):
-        assert s.shape == (2, ndim, *[p // st for p in padded])
-        assert upsample_scale(s, stride=st, shape=shape).shape == (2, ndim, *shape)
-    if stride == 2:  # the finest scale, brought to the input grid, is the output itself
-        torch.testing.assert_close(upsample_scale(out.scales[-1], stride=2, shape=shape), out.displacement)
+        assert s.shape == (2, ndim, *[-(-n // st) for n in shape])
+
+
+@pytest.mark.parametrize("shape, stride", [((32, 16), 2), ((37, 29), 4), ((36, 13, 20), 4)])
+def test_scales_cover_the_input_extent_exactly_for_an_affine_field(shape, stride):
+    """A level field of w(x) = A x + b (computed on the padded input) becomes w on ceil(S / stride) voxels spanning S."""
+    d = len(shape)
+    net_stride = 4 * stride  # as a network with two more levels would pad
+    padded = [max(-(-s // net_stride), 2) * net_stride for s in shape]
+    level = [p // stride for p in padded]
+    g = torch.Generator().manual_seed(0)
+    a, b = 0.05 * torch.randn(d, d, generator=g, dtype=torch.float64), torch.randn(d, generator=g, dtype=torch.float64)
+    x = identity_voxel_points(level, dtype=torch.float64)[0] * stride + (stride - 1) / 2  # level centres, input voxels
+    u = ((x @ a.T + b) / stride).movedim(-1, 0)[None]  # in level voxels
+    out = _input_extent(u, shape, stride)
+    target = [-(-s // stride) for s in shape]
+    assert tuple(out.shape[2:]) == tuple(target)
+    size = torch.tensor([s / q for s, q in zip(shape, target)], dtype=torch.float64)  # target voxel, in input voxels
+    y = (identity_voxel_points(target, dtype=torch.float64)[0] + 0.5) * size - 0.5
+    expected = ((y @ a.T + b) / size).movedim(-1, 0)[None]
+    inner = (slice(None), slice(None)) + (slice(1, -1),) * d  # the outer voxels may clamp at the border
+    torch.testing.assert_close(out[inner], expected[inner])
+    if padded == list(shape) and all(s % stride == 0 for s in shape):
+        assert out is u
 
 
 def test_inputs_and_config_are_validated_with_named_errors():

@@ -59,6 +59,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..core.sampling import sample
 from .blocks import conv_class
 from .msfb import ConvBlock, FeatureFusion, Fusion, MSFBBranches, conv_norm_act
 from .registration import (
@@ -66,6 +67,7 @@ from .registration import (
     RegistrationNetwork,
     compose_displacements,
     crop_to_shape,
+    identity_voxel_points,
     integrate_velocity_voxels,
     resize_displacement,
     warp_voxels,
@@ -80,7 +82,6 @@ __all__ = [
     "PyramidNet",
     "compose_level",
     "compose_pyramid",
-    "upsample_scale",
 ]
 
 log = logging.getLogger(__name__)
@@ -244,7 +245,8 @@ class PyramidNet(RegistrationNetwork):
         ``moving``, ``fixed``: ``(N, in_channels, *S)`` each, any ``S`` (zero-padded internally at the
         high end of every axis to a multiple of :attr:`stride`, at least twice it).
         Output ``displacement`` and ``inverse``: ``(N, D, *S)`` voxel units of the input grid;
-        ``scales[k]``: ``(N, D, *padded_shape(S) / scale_strides[k])`` (see :attr:`scale_strides`).
+        ``scales[k]``: ``(N, D, *ceil(S / scale_strides[k]))`` covering the input's extent (see
+        :attr:`scale_strides`).
     """
 
     diffeomorphic = True
@@ -279,13 +281,15 @@ class PyramidNet(RegistrationNetwork):
 
     @property
     def scale_strides(self) -> tuple[int, ...]:
-        """Stride (input voxels per voxel) of each entry of ``NetworkOutput.scales``, coarse first.
+        """Nominal stride (input voxels per voxel) of each entry of ``NetworkOutput.scales``, coarse first.
 
         Every pyramid level coarser than the output grid: levels ``L .. 1`` when ``finest_stride`` is 1,
-        ``L .. 0`` otherwise. ``scales[k]`` lives on the input zero-padded at the high end to
-        :meth:`padded_shape` and average-pooled by ``s = scale_strides[k]`` (shape ``padded_shape / s``):
-        its voxel ``j`` covers input voxels ``s j .. s j + s - 1`` (centre ``s j + (s - 1) / 2``).
-        :func:`upsample_scale` brings it to the input grid.
+        ``L .. 0`` otherwise. ``scales[k]`` has ``ceil(S / s)`` voxels per axis (``s = scale_strides[k]``)
+        covering the input's extent, edges to edges (the convention of
+        :func:`~omnireg.networks.registration.resize_displacement` and of area pooling): when ``s``
+        divides ``S`` it is the level's own field on the input average-pooled by ``s``; otherwise the
+        level's field (computed on the zero-padded input) resampled linearly onto that grid.
+        ``resize_displacement(scales[k], S)`` brings it to the input grid.
         """
         cfg = self.config
         last = 1 if cfg.finest_stride == 1 else 0
@@ -378,7 +382,7 @@ class PyramidNet(RegistrationNetwork):
         def full(u: torch.Tensor) -> torch.Tensor:
             return crop_to_shape(resize_displacement(u, padded), shape)
 
-        scales = fields.displacements[: len(self.scale_strides)]
+        scales = [_input_extent(u, shape, st) for u, st in zip(fields.displacements, self.scale_strides)]
         return NetworkOutput(full(fields.displacements[-1]), full(fields.inverses[-1]), None, scales)
 
 
@@ -437,23 +441,19 @@ def compose_pyramid(velocities: Sequence[torch.Tensor], *, steps: int) -> tuple[
     return disp, inv
 
 
-def upsample_scale(displacement: torch.Tensor, *, stride: int, shape: Sequence[int]) -> torch.Tensor:
-    """One of ``NetworkOutput.scales`` brought to the input grid of spatial ``shape`` (voxel units).
-
-    The scale ``(N, D, *S_k)`` covers the padded input ``stride * S_k`` (:attr:`PyramidNet.scale_strides`);
-    it is resized linearly to that extent (:func:`~omnireg.networks.registration.resize_displacement`:
-    vectors times ``stride``) and cropped to ``shape``, so the result describes the same map on the
-    input grid; for the finest scale of a ``finest_stride`` 2 network it is the output's displacement.
-
-    Args:
-        displacement: ``(N, D, *S_k)`` voxel units of the scale's grid.
-        stride: the scale's stride.
-        shape: the input's spatial shape ``S`` (each at most ``stride * S_k``).
-
-    Returns:
-        ``(N, D, *S)`` voxel units of the input grid.
+def _input_extent(u: torch.Tensor, shape: Sequence[int], stride: int) -> torch.Tensor:
+    """A level's field ``u`` (voxel units of the padded input pooled by ``stride``) on ``ceil(S / stride)``
+    voxels covering the input's extent ``S``: voxel ``q`` sits at input voxel ``(q + 1/2) S / Q - 1/2``,
+    sampled linearly (border values), vectors rescaled to the new voxel size ``S / Q``.
     """
-    return crop_to_shape(resize_displacement(displacement, [int(stride) * s for s in displacement.shape[2:]]), shape)
+    target = tuple(-(-int(s) // stride) for s in shape)
+    if target == tuple(u.shape[2:]) and all(q * stride == int(s) for q, s in zip(target, shape)):
+        return u  # the level's grid is that grid (no padding)
+    dt, dev = u.dtype, u.device
+    ratio = torch.tensor([s / (q * stride) for s, q in zip(shape, target)], dtype=dt, device=dev)
+    points = (identity_voxel_points(target, dtype=dt, device=dev) + 0.5) * ratio - 0.5
+    out = sample(u, points.expand(u.shape[0], *points.shape[1:]), interp="linear", padding="border")
+    return out / ratio.view(1, -1, *([1] * len(target)))
 
 
 register_architecture("pyramid", PyramidNet, PyramidConfig)
