@@ -314,6 +314,12 @@ def test_inputs_and_config_are_validated_with_named_errors():
         PyramidConfig(msfb_branches="none")
     with pytest.raises(ValueError, match="finest_stride"):
         PyramidConfig(finest_stride=3)
+    with pytest.raises(ValueError, match="in_channels"):
+        PyramidConfig(in_channels=3)
+    two = PyramidNet(PyramidConfig(ndim=2, in_channels=4, **TINY))  # two channels per image
+    assert two(torch.zeros(1, 2, 16, 16), torch.zeros(1, 2, 16, 16)).displacement.shape == (1, 2, 16, 16)
+    with pytest.raises(ValueError, match="channels each"):
+        two(torch.zeros(1, 1, 16, 16), torch.zeros(1, 3, 16, 16))
 
 
 def test_save_load_round_trip_and_mismatched_weights_are_rejected(tmp_path):

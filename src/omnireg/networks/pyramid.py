@@ -93,7 +93,8 @@ class PyramidConfig:
 
     Attributes:
         ndim: 2 or 3 spatial dimensions.
-        in_channels: channels of EACH image (moving and fixed share the encoder).
+        in_channels: channels of moving and fixed together, as :class:`~omnireg.networks.voxelmorph.VoxelMorphConfig`
+            (even: the shared encoder takes ``in_channels / 2`` channels per image; 2 for single-channel images).
         channels: encoder widths per level, finest first; ``len(channels)`` levels (>= 2).
         aux_decoder: use the shared auxiliary decoder (ablation: ``False``).
         fusion: ``msfb`` or ``concat`` (ablation: plain concatenation, :mod:`omnireg.networks.msfb`).
@@ -111,7 +112,7 @@ class PyramidConfig:
     """
 
     ndim: int = 3
-    in_channels: int = 1
+    in_channels: int = 2
     channels: tuple[int, ...] = (16, 32, 32, 64, 64)
     aux_decoder: bool = True
     fusion: Fusion = Fusion.MSFB
@@ -128,8 +129,8 @@ class PyramidConfig:
     def __post_init__(self) -> None:
         if self.ndim not in (2, 3):
             raise ValueError(f"ndim: expected 2 or 3, got {self.ndim!r}")
-        if int(self.in_channels) < 1:
-            raise ValueError(f"in_channels: expected >= 1, got {self.in_channels!r}")
+        if int(self.in_channels) < 2 or int(self.in_channels) % 2:
+            raise ValueError(f"in_channels: expected an even count >= 2 (moving and fixed channels together), got {self.in_channels!r}")
         self.in_channels = int(self.in_channels)
         self.channels = tuple(int(c) for c in self.channels)
         if len(self.channels) < 2 or min(self.channels) < 1:
@@ -165,7 +166,7 @@ class PyramidEncoder(nn.Module):
     def __init__(self, config: PyramidConfig) -> None:
         super().__init__()
         c, kw = config.channels, dict(slope=config.negative_slope, norm=config.instance_norm)
-        ins = (config.in_channels,) + c[:-1]
+        ins = (config.in_channels // 2,) + c[:-1]
         self.blocks = nn.ModuleList(ConvBlock(config.ndim, i, o, **kw) for i, o in zip(ins, c))
         self.pool = nn.AvgPool3d(2) if config.ndim == 3 else nn.AvgPool2d(2)
 
@@ -242,7 +243,7 @@ class PyramidNet(RegistrationNetwork):
         config: the architecture (default :class:`PyramidConfig` ()).
 
     Shape:
-        ``moving``, ``fixed``: ``(N, in_channels, *S)`` each, any ``S`` (zero-padded internally at the
+        ``moving``, ``fixed``: ``(N, in_channels / 2, *S)`` each, any ``S`` (zero-padded internally at the
         high end of every axis to a multiple of :attr:`stride`, at least twice it).
         Output ``displacement`` and ``inverse``: ``(N, D, *S)`` voxel units of the input grid;
         ``scales[k]``: ``(N, D, *ceil(S / scale_strides[k]))`` covering the input's extent (see
@@ -255,7 +256,7 @@ class PyramidNet(RegistrationNetwork):
         super().__init__()
         self.config = cfg = config or PyramidConfig()
         self.ndim = cfg.ndim
-        self.in_channels = 2 * cfg.in_channels
+        self.in_channels = cfg.in_channels
         top = cfg.levels - 1
         self.stride = cfg.finest_stride * 2**top
         c, d = cfg.channels, cfg.ndim
@@ -304,7 +305,9 @@ class PyramidNet(RegistrationNetwork):
         """Check, zero-pad at the high end and pool the pair; returns ``cat([moving, fixed])`` on the batch axis."""
         self.check_inputs(moving, fixed)
         if moving.shape[1] != fixed.shape[1]:
-            raise ValueError(f"moving, fixed: expected {self.config.in_channels} channels each (shared encoder), got {moving.shape[1]} and {fixed.shape[1]}")
+            raise ValueError(
+                f"moving, fixed: expected {self.in_channels // 2} channels each (shared encoder), got {moving.shape[1]} and {fixed.shape[1]}"
+            )
         pair = torch.cat([moving, fixed], dim=0)
         pad: list[int] = []
         for s, p in reversed(list(zip(pair.shape[2:], self.padded_shape(pair.shape[2:])))):
@@ -322,7 +325,7 @@ class PyramidNet(RegistrationNetwork):
         ``finest_stride * 2**l``; every field is in voxel units of its own level's grid.
 
         Args:
-            moving, fixed: ``(N, in_channels, *S)`` on one grid.
+            moving, fixed: ``(N, in_channels / 2, *S)`` on one grid.
 
         Returns:
             :class:`PyramidFields`.
@@ -363,8 +366,8 @@ class PyramidNet(RegistrationNetwork):
         """Register ``moving`` to ``fixed``: the full-resolution map, its inverse and the coarser scales.
 
         Args:
-            moving: ``(N, in_channels, *S)`` image to warp.
-            fixed: ``(N, in_channels, *S)`` reference image on the same grid.
+            moving: ``(N, in_channels / 2, *S)`` image to warp.
+            fixed: ``(N, in_channels / 2, *S)`` reference image on the same grid.
 
         Returns:
             :class:`~omnireg.networks.registration.NetworkOutput`: ``displacement`` and ``inverse``
