@@ -92,9 +92,11 @@ def test_pyramid_composition_equals_composing_the_scale_fields_explicitly(ndim, 
     torch.testing.assert_close(out.displacement, crop_to_shape(resize_displacement(u, padded), shape))
     torch.testing.assert_close(out.inverse, crop_to_shape(resize_displacement(inv, padded), shape))
     assert out.velocity is None
-    assert len(out.scales) == len(net.scale_strides) == len(fields.velocities) - (stride == 1)
-    for s, st, d in zip(out.scales, net.scale_strides, fields.displacements):
+    assert net.scale_levels == (2, 1) and net.scale_strides == (4 * stride, 2 * stride)  # TINY: levels 0, 1, 2
+    for s, st, d in zip(out.scales, net.scale_strides, fields.displacements[:2]):
         torch.testing.assert_close(s, _input_extent(d, shape, st))
+    for n, levels in ((0, ()), (1, (1,)), (5, (2, 1))):
+        assert PyramidNet(PyramidConfig(ndim=ndim, supervised_levels=n, **TINY)).scale_levels == levels
 
 
 def test_composed_map_sends_points_through_the_residual_then_the_coarser_map():

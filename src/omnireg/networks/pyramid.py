@@ -109,6 +109,10 @@ class PyramidConfig:
         head_init_std: std of the initial weights of the velocity heads' last convolution.
         pointwise_fusion: 1x1(x1) group projections and local-branch output convolutions in the fusion
             blocks (the reference code uses 3x3(x3); module docstring).
+        supervised_levels: how many levels just coarser than the finest pyramid level are returned in
+            ``NetworkOutput.scales`` for deep supervision (levels ``supervised_levels .. 1``; capped at
+            ``L``; 0: none). The reference supervises 1; the default 2 leaves out the coarsest levels
+            (a few voxels per axis for a 2 mm brain), whose losses on pooled images carry little signal.
     """
 
     ndim: int = 3
@@ -125,6 +129,7 @@ class PyramidConfig:
     instance_norm: bool = True
     head_init_std: float = 1e-5
     pointwise_fusion: bool = True
+    supervised_levels: int = 2
 
     def __post_init__(self) -> None:
         if self.ndim not in (2, 3):
@@ -154,6 +159,8 @@ class PyramidConfig:
             raise ValueError(f"lowpass_sigma: expected > 0, got {self.lowpass_sigma!r}")
         self.aux_decoder, self.instance_norm = bool(self.aux_decoder), bool(self.instance_norm)
         self.pointwise_fusion = bool(self.pointwise_fusion)
+        if not isinstance(self.supervised_levels, int) or isinstance(self.supervised_levels, bool) or self.supervised_levels < 0:
+            raise ValueError(f"supervised_levels: expected a non-negative int, got {self.supervised_levels!r}")
 
     @property
     def levels(self) -> int:
@@ -284,17 +291,21 @@ class PyramidNet(RegistrationNetwork):
     def scale_strides(self) -> tuple[int, ...]:
         """Nominal stride (input voxels per voxel) of each entry of ``NetworkOutput.scales``, coarse first.
 
-        Every pyramid level coarser than the output grid: levels ``L .. 1`` when ``finest_stride`` is 1,
-        ``L .. 0`` otherwise. ``scales[k]`` has ``ceil(S / s)`` voxels per axis (``s = scale_strides[k]``)
+        The pyramid levels ``min(supervised_levels, L) .. 1`` (:attr:`scale_levels`), whose grids are the
+        input average-pooled by ``finest_stride * 2**l``. ``scales[k]`` has ``ceil(S / s)`` voxels per axis (``s = scale_strides[k]``)
         covering the input's extent, edges to edges (the convention of
         :func:`~omnireg.networks.registration.resize_displacement` and of area pooling): when ``s``
         divides ``S`` it is the level's own field on the input average-pooled by ``s``; otherwise the
         level's field (computed on the zero-padded input) resampled linearly onto that grid.
         ``resize_displacement(scales[k], S)`` brings it to the input grid.
         """
-        cfg = self.config
-        last = 1 if cfg.finest_stride == 1 else 0
-        return tuple(cfg.finest_stride * 2**l for l in range(cfg.levels - 1, last - 1, -1))
+        return tuple(self.config.finest_stride * 2**l for l in self.scale_levels)
+
+    @property
+    def scale_levels(self) -> tuple[int, ...]:
+        """The pyramid levels returned in ``NetworkOutput.scales``, coarse first (``config.supervised_levels``)."""
+        top = min(self.config.supervised_levels, self.config.levels - 1)
+        return tuple(range(top, 0, -1))
 
     def padded_shape(self, shape: Sequence[int]) -> tuple[int, ...]:
         """The internal shape for an input of spatial ``shape``: per axis ``max(ceil(s / stride), 2) * stride``."""
@@ -385,7 +396,8 @@ class PyramidNet(RegistrationNetwork):
         def full(u: torch.Tensor) -> torch.Tensor:
             return crop_to_shape(resize_displacement(u, padded), shape)
 
-        scales = [_input_extent(u, shape, st) for u, st in zip(fields.displacements, self.scale_strides)]
+        top = self.config.levels - 1  # fields are coarse first: level l at index top - l
+        scales = [_input_extent(fields.displacements[top - l], shape, st) for l, st in zip(self.scale_levels, self.scale_strides)]
         return NetworkOutput(full(fields.displacements[-1]), full(fields.inverses[-1]), None, scales)
 
 
