@@ -188,6 +188,19 @@ def test_upsampling_a_half_resolution_field_doubles_the_vectors_and_keeps_the_ma
     torch.testing.assert_close(up[:, 1], torch.full((1, 10, 21), 4.5, dtype=torch.float64))
 
 
+@pytest.mark.parametrize("src, dst", [((7, 9, 5), (10, 4, 13)), ((11, 6), (5, 17))])
+def test_resize_samples_at_cell_centred_positions_as_scipy(src, dst):
+    d = len(src)
+    u = torch.randn(1, d, *src, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    out = resize_displacement(u, dst)[0].numpy()
+    ratio = np.asarray(src) / np.asarray(dst)
+    coords = (identity_voxel_points(dst, dtype=torch.float64)[0].numpy() + 0.5) * ratio - 0.5
+    coords = np.moveaxis(coords, -1, 0)
+    for a in range(d):
+        ref = ndimage.map_coordinates(u[0, a].numpy(), coords, order=1, mode="nearest") / ratio[a]
+        np.testing.assert_allclose(out[a], ref, atol=1e-12)
+
+
 def test_downsampling_by_two_averages_pairs_and_halves_the_vectors():
     u = torch.randn(1, 2, 8, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     down = resize_displacement(u, (4, 3))
