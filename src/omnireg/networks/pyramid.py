@@ -34,7 +34,7 @@ Choices left open by the paper or the reference code, each a config field (see :
 - ``finest_stride`` (default 2): the pyramid runs on the input average-pooled by this factor and the
   final field is upsampled linearly (as VoxelMorph-diff's half-resolution velocity). The paper's
   network predicts the last residual at full resolution (``finest_stride=1``): for a 2 mm brain
-  (96x112x96) that is 15 s of single-thread CPU and 1.8 GB per forward pass, against 2.0 s and 0.6 GB.
+  (96x112x96) that is 14 s of single-thread CPU and 1.5 GB per forward pass, against 1.6 s and 0.26 GB.
 - ``pointwise_fusion`` (default True): 1x1(x1) group projections and local-branch output convolutions
   in the fusion blocks (the reference uses 3x3(x3)): 2.35 M instead of 3.53 M parameters (9.4 MB of
   float32 weights: the shipped model must stay under 10 MB) and ~15 % less time.
