@@ -2,7 +2,8 @@
 
 One pair of 2 mm brain-sized float32 volumes (default 91 x 109 x 91, the MNI field of view at 2 mm,
 padded inside the network to 96 x 112 x 96) through ``VoxelMorph`` with its default configuration
-(``voxelmorph`` and ``voxelmorph-diff``, random weights: the time does not depend on them), under
+(``voxelmorph`` and ``voxelmorph-diff``; with ``--kinds`` also the pyramid network and its ablations,
+:data:`PYRAMID_KINDS`; random weights: the time does not depend on them), under
 ``torch.no_grad`` or ``torch.inference_mode``, with the input in the default or the channels-last memory
 format. Each variant runs in its **own subprocess** with ``--threads`` threads: one untimed warm-up call,
 whose peak resident memory is reported both in total (``VmHWM``: Python, torch, the model and the
@@ -14,6 +15,7 @@ Usage::
 
     python benchmarks/network_forward.py                 # 3 repeats, both kinds, all variants
     python benchmarks/network_forward.py --repeats 5 --kinds voxelmorph-diff --shape 96 112 96
+    python benchmarks/network_forward.py --kinds pyramid pyramid-noaux pyramid-concat voxelmorph-diff --variants no_grad
 
 Writes ``bench-results/network_forward.json`` (``--json PATH``).
 """
@@ -45,15 +47,35 @@ def _cpu_s() -> float:
     return r.ru_utime + r.ru_stime
 
 
+PYRAMID_KINDS = {
+    "pyramid": {},
+    "pyramid-noaux": {"aux_decoder": False},
+    "pyramid-concat": {"fusion": "concat"},
+    "pyramid-global": {"msfb_branches": "global"},
+    "pyramid-local": {"msfb_branches": "local"},
+    "pyramid-fullres": {"finest_stride": 1},
+}
+"""Pyramid network variants (default config and the ablations of issue 18)."""
+
+
+def _build(kind: str, ndim: int):
+    if kind in PYRAMID_KINDS:
+        from omnireg.networks.pyramid import PyramidConfig, PyramidNet
+
+        return PyramidNet(PyramidConfig(ndim=ndim, **PYRAMID_KINDS[kind]))
+    from omnireg.networks.voxelmorph import VoxelMorph, VoxelMorphConfig
+
+    return VoxelMorph(VoxelMorphConfig.from_kind(kind, ndim=ndim))
+
+
 def child(kind: str, variant: str, shape: tuple[int, ...], repeats: int, threads: int) -> dict:
     C.set_thread_env(threads)
     import torch
 
     torch.set_num_threads(threads)
-    from omnireg.networks.voxelmorph import VoxelMorph, VoxelMorphConfig
 
     torch.manual_seed(0)
-    net = VoxelMorph(VoxelMorphConfig.from_kind(kind, ndim=len(shape))).eval()
+    net = _build(kind, len(shape)).eval()
     mode, channels_last = VARIANTS[variant]
     g = torch.Generator().manual_seed(1)
     moving, fixed = torch.rand(1, 1, *shape, generator=g), torch.rand(1, 1, *shape, generator=g)
@@ -127,7 +149,7 @@ def main() -> None:
          r["peak_above_before_mb"])
         for r in results
     ]
-    print(f"input {shape} (padded to multiples of 16), {args.threads} threads, median of {args.repeats}")
+    print(f"input {shape} (padded inside each network), {args.threads} threads, median of {args.repeats}")
     print(C.table(["kind", "variant", "params", "forward s", "CPU s", "warm-up s", "peak RSS MiB", "pass MiB"], rows))
     C.RESULTS_DIR.mkdir(exist_ok=True)
     args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,8 @@
 - :mod:`omnireg.networks.unet`: a configurable 2D/3D U-Net (VoxelMorph's backbone, DeepSim's segmenter).
 - :mod:`omnireg.networks.registration`: the registration networks' shared types
   (:class:`NetworkOutput`, :class:`RegistrationNetwork`) and voxel-unit field operations.
+- :mod:`omnireg.networks.pyramid`: the pyramid registration network of arXiv 2408.05717 (shared
+  encoder, auxiliary decoder, MSFB fusion from :mod:`omnireg.networks.msfb`; kind ``pyramid``).
 - :mod:`omnireg.networks.store`: one-file models (config + weights + provenance), shipped weights.
 
 This package depends on :mod:`omnireg.core` and :mod:`omnireg.transforms` only; the similarity
@@ -20,11 +22,14 @@ from .registration import (
     resize_displacement,
     warp_voxels,
 )
+from .pyramid import PyramidConfig, PyramidNet
 from .store import load_model, packaged_weights, resolve_weights, save_model
 from .unet import UNet
 
 __all__ = [
     "NetworkOutput",
+    "PyramidConfig",
+    "PyramidNet",
     "RegistrationNetwork",
     "UNet",
     "compose_displacements",
