@@ -71,7 +71,7 @@ def test_a_wrong_moments_or_centre_of_mass_start_does_not_beat_the_identity(brai
     # coordinates) is right
     t1, _, _ = brain4mm
     slab = _slab(t1, 14, 10)
-    res = register(t1, slab, config=_rigid(init=init, global_search=True))
+    res = register(t1, slab, config=_rigid(init=init, global_search=False))
     assert res.initialization["starts"][0] == "identity" or "identity" in res.initialization["starts"]
     assert res.metric_after["mi"] >= res.metric_before["mi"] - 1e-6
     assert _mean_error(res.transform, t1.grid, np.eye(4)) < 1.0

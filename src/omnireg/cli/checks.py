@@ -80,8 +80,12 @@ def checked_config(args: argparse.Namespace, build: Callable[[argparse.Namespace
         CliError: one line naming the flag, or the config file and the key.
     """
     metric = getattr(args, "metric", None)
-    if metric is not None and metric.lower() not in _metrics():
-        raise CliError(f"--metric: expected one of {', '.join(_metrics())}, got {metric!r}")
+    if metric is not None:
+        from ..optim.presets import METRIC_RECIPES
+
+        names = _metrics() + sorted(METRIC_RECIPES)
+        if metric.lower() not in names:
+            raise CliError(f"--metric: expected one of {', '.join(names)}, got {metric!r}")
     levels = getattr(args, "levels", None)
     if levels is not None and levels < 1:
         raise CliError(f"--levels: expected an integer >= 1, got {levels}")

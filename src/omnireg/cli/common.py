@@ -92,6 +92,17 @@ def preset_choices() -> LazyChoices:
     return LazyChoices(_preset_names)
 
 
+def _transform_names() -> list[str]:
+    from ..optim.presets import TRANSFORM_STAGES
+
+    return list(TRANSFORM_STAGES)
+
+
+def transform_choices() -> LazyChoices:
+    """The ``--transform`` names (:data:`omnireg.optim.presets.TRANSFORM_STAGES`), loaded when first needed."""
+    return LazyChoices(_transform_names)
+
+
 def input_path(path: str | Path, what: str) -> Path:
     """An existing input file or folder, else a CliError naming the argument and the path."""
     p = Path(path)

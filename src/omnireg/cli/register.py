@@ -3,28 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import copy
 import logging
 from pathlib import Path
 
 from .checks import checked_config, config_names, read_config_file, read_initial_transform
-from .common import input_path, preset_choices
+from .common import input_path, preset_choices, transform_choices
 from .errors import CliError
 from .progress import RegistrationProgress
 
 __all__ = ["add_parser", "run", "build_config"]
 
 log = logging.getLogger(__name__)
-
-_TRANSFORM_STAGES = {
-    "translation": ["translation"],
-    "rigid": ["rigid"],
-    "similarity": ["rigid", "similarity"],
-    "affine": ["rigid", "affine"],
-    "bspline": ["rigid", "affine", "bspline"],
-    "svf": ["rigid", "affine", "svf"],
-}
-
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -44,20 +33,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", choices=preset_choices(), metavar="NAME", default=None,
                    help="ready configuration: %(choices)s (default: affine)")
     p.add_argument("--metric", default=None,
-                   help="similarity of every stage: mse, ncc, lncc, mi, nmi, ngf, lc2, mind, or the learned disa, mad "
-                        "(mad: rigid/affine stages only)")
+                   help="similarity of every stage: mse, ncc, lncc, mi, nmi, ngf, lc2, mind, or the learned disa (DISA "
+                        "stages then one exact LC2 stage), disa-only, mad (rigid/affine stages only), deepsim")
     p.add_argument("--weights", default=None,
                    help="model file (or packaged name) of the learned metric (default: the weights shipped with omnireg)")
-    p.add_argument("--transform", choices=sorted(_TRANSFORM_STAGES), default=None,
-                   help="final transform model; earlier linear stages are added (e.g. bspline = rigid, affine, bspline)")
+    p.add_argument("--transform", choices=transform_choices(), metavar="KIND", default=None,
+                   help="final transform model: %(choices)s; earlier linear stages are added (e.g. svf = rigid, affine, svf)")
     p.add_argument("--levels", type=int, default=None, help="number of pyramid levels (shrink factors 2^(L-1) ... 1)")
     p.add_argument("--iterations", type=int, default=None, help="iterations at the finest level (coarser levels get more)")
     p.add_argument("--init", choices=["auto", "none", "geometry", "com", "moments"], default=None,
                    help="initial alignment (default auto: chosen by how the two fields of view compare; the identity "
                         "start is always scored and kept unless another start is better)")
     p.add_argument("--global-search", action=argparse.BooleanOptionalAction, default=None,
-                   help="multi-start search over rotations (and, for partial fields of view, placements) before the "
-                        "first linear stage (default: as the preset says)")
+                   help="multi-start search over rotations (at most 15 degrees for partial fields of view) in the first "
+                        "linear stage (default: as the preset says)")
     p.add_argument("--initial-transform", default=None, help="linear ITK transform (fixed -> moving) to start from")
     p.add_argument("--fixed-mask", default=None, help="mask on the fixed grid (non-zero = used)")
     p.add_argument("--moving-mask", default=None, help="mask on the moving grid")
@@ -76,90 +65,29 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-#: metrics whose measure is a trained network (``--weights`` applies to them)
-LEARNED_METRICS = ("disa", "mad")
-
-
-def _learned_levels(stage) -> tuple[list, list, None]:
-    """Pyramid of a stage switched to a learned metric by ``--metric``.
-
-    DISA resamples images to its model's 2 mm patch spacing and compares stride-4 feature maps, so a
-    level finer than 2 mm adds nothing: two levels (2x, 1x). MAD samples its patches at its own fixed
-    physical spacing and needs no pyramid: one level.
-    """
-    if stage.metric == "mad":
-        return [1], [int(stage.iterations[-1]) * 2], None
-    return [2, 1], [int(stage.iterations[-1]) * 2, int(stage.iterations[-1])], None
-
-
 def build_config(args: argparse.Namespace):
-    """The RegistrationConfig from preset, config file and flags (flags win)."""
-    from ..optim import PRESETS, RegistrationConfig, StageConfig, mad_stages
+    """The RegistrationConfig from preset or config file, edited by the flags (policy:
+    :func:`omnireg.optim.configure`); errors name the flag."""
+    from ..optim import configure
 
-    if args.config:
-        data = read_config_file(input_path(args.config, "--config"))
-        if "preset" in data:
-            base = copy.deepcopy(PRESETS[data.pop("preset")])
-            base.update(data)
-            data = base
-    else:
-        data = copy.deepcopy(PRESETS[args.preset or "affine"])
     if args.preset and args.config:
         raise CliError("--preset and --config: give one of them (a config file may name a preset)")
-    cfg = RegistrationConfig.from_dict(data)
-    if args.transform:
-        kinds = _TRANSFORM_STAGES[args.transform]
-        template = cfg.stages[-1]
-        stages = []
-        for i, kind in enumerate(kinds):
-            match = next((s for s in cfg.stages if s.transform == kind), None)
-            if match is None:
-                base = {**template.__dict__}
-                if kind in ("bspline", "svf"):
-                    base.update(PRESETS["deformable"]["stages"][-1])
-                    base["metric"] = template.metric if template.metric not in ("mi", "nmi") else "mind"
-                    base["metric_options"] = {} if base["metric"] != "lncc" else {"window": 5, "window_unit": "voxel"}
-                base["transform"] = kind
-                match = StageConfig(**base)
-            st = copy.deepcopy(match)
-            st.global_search = st.global_search or (i == 0 and kind in ("rigid", "similarity", "affine"))
-            stages.append(st)
-        cfg.stages = stages
-    for st in cfg.stages:
-        if args.metric:
-            st.metric = args.metric.lower()
-            st.metric_options = {} if args.metric not in ("lncc",) else {"window": 5, "window_unit": "voxel"}
-            if st.metric in LEARNED_METRICS and not args.levels:
-                st.shrink, st.iterations, st.smoothing_mm = _learned_levels(st)
-        if st.metric in LEARNED_METRICS and getattr(args, "weights", None):
-            st.metric_options = {**st.metric_options, "weights": str(input_path(args.weights, "--weights"))
-                                 if Path(args.weights).suffix else args.weights}
-        if args.levels:
-            if args.levels < 1:
-                raise CliError(f"--levels: expected >= 1, got {args.levels}")
-            st.shrink = [2 ** (args.levels - 1 - i) for i in range(args.levels)]
-            fine = st.iterations[-1]
-            st.iterations = [fine * 2 ** (args.levels - 1 - i) for i in range(args.levels)]
-            st.smoothing_mm = None
-        if args.iterations is not None:
-            n = len(st.shrink)
-            st.iterations = [args.iterations * 2 ** (n - 1 - i) for i in range(n)]
-    if args.metric and args.metric.lower() == "mad" and not args.levels:
-        cfg.stages = mad_stages(cfg.stages)
-    if getattr(args, "weights", None) and not any(st.metric in LEARNED_METRICS for st in cfg.stages):
-        raise CliError("--weights: no stage uses a learned metric (give --metric disa or --metric mad)")
-    bad = [st.transform for st in cfg.stages if st.metric == "mad" and st.transform in ("bspline", "svf")]
-    if bad:
-        raise CliError(f"--metric: mad works for rigid and affine stages only, not {bad[0]} (use disa or mind)")
-    if args.init:
-        cfg.init = args.init
-    if getattr(args, "global_search", None) is not None:
-        cfg.global_search = args.global_search
-    if args.seed is not None:
-        cfg.seed = args.seed
-    if args.device:
-        cfg.device = args.device
-    return cfg.validate()
+    data = read_config_file(input_path(args.config, "--config")) if args.config else None
+    weights = getattr(args, "weights", None)
+    if weights:
+        weights = str(input_path(weights, "--weights")) if Path(weights).suffix else weights
+    try:
+        return configure(preset=args.preset, config=data, metric=args.metric, weights=weights, transform=args.transform,
+                         levels=args.levels, iterations=args.iterations, init=args.init,
+                         global_search=getattr(args, "global_search", None), seed=args.seed, device=args.device)
+    except ValueError as exc:
+        msg = str(exc).splitlines()[0]
+        option, _, rest = msg.partition(": ")
+        flag = {"metric": "--metric", "weights": "--weights", "transform": "--transform", "levels": "--levels",
+                "preset": "--preset", "init": "--init", "device": "--device"}.get(option)
+        if flag is None or (option == "preset" and args.config):
+            raise
+        raise CliError(f"{flag}: {rest}") from exc
 
 
 def run(args: argparse.Namespace) -> int:

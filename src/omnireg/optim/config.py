@@ -15,16 +15,7 @@ from typing import Any
 
 from ..core.enums import as_enum
 
-__all__ = [
-    "TransformKind",
-    "Optimizer",
-    "Init",
-    "StageConfig",
-    "RegistrationConfig",
-    "PRESETS",
-    "preset",
-    "mad_stages",
-]
+__all__ = ["TransformKind", "Optimizer", "Init", "StageConfig", "RegistrationConfig"]
 
 
 class TransformKind(str, Enum):
@@ -108,13 +99,13 @@ class StageConfig:
             mind) and deformable stages always use the whole grid.
     """
 
-    transform: str = "affine"
+    transform: TransformKind = TransformKind.AFFINE
     metric: str = "ncc"
     metric_options: dict = field(default_factory=dict)
     shrink: list = field(default_factory=lambda: [4, 2, 1])
     smoothing_mm: list | None = None
     iterations: list = field(default_factory=lambda: [100, 60, 30])
-    optimizer: str = "lbfgs"
+    optimizer: Optimizer = Optimizer.LBFGS
     learning_rate: float = 0.5
     tolerance: float = 1e-5
     window: int = 8
@@ -129,9 +120,19 @@ class StageConfig:
     sampling: float = 1.0
     max_points: int = 200_000
 
+    def __post_init__(self) -> None:
+        # string options are parsed once, here (YAML, TOML, JSON and keyword arguments give strings)
+        self.transform = as_enum(self.transform, TransformKind, "transform")
+        self.optimizer = as_enum(self.optimizer, Optimizer, "optimizer")
+        if not isinstance(self.metric, str) or not self.metric.strip():
+            raise ValueError(f"metric: expected a similarity name, got {self.metric!r}")
+        self.metric = self.metric.strip().lower()
+
     def validate(self) -> "StageConfig":
-        as_enum(self.transform, TransformKind, "transform")
-        as_enum(self.optimizer, Optimizer, "optimizer")
+        from ..similarity import available_similarities
+
+        if self.metric not in available_similarities():
+            raise ValueError(f"metric: expected one of {', '.join(available_similarities())}, got {self.metric!r}")
         if not self.shrink or any(float(s) < 1 for s in self.shrink):
             raise ValueError(f"shrink: expected a list of factors >= 1, got {self.shrink!r}")
         if len(self.iterations) != len(self.shrink):
@@ -160,7 +161,8 @@ class StageConfig:
 
     @property
     def kind(self) -> TransformKind:
-        return as_enum(self.transform, TransformKind, "transform")
+        """The transform model (alias of :attr:`transform`, kept for readability: ``stage.kind.is_linear``)."""
+        return self.transform
 
 
 @dataclass
@@ -178,7 +180,7 @@ class RegistrationConfig:
     """
 
     stages: list = field(default_factory=lambda: [StageConfig()])
-    init: str = "auto"
+    init: Init = Init.AUTO
     seed: int = 0
     device: str = "cpu"
     normalize: bool = True
@@ -193,8 +195,11 @@ class RegistrationConfig:
                 st.global_search = bool(self.global_search) and i == first
         return stages
 
+    def __post_init__(self) -> None:
+        self.init = as_enum(self.init, Init, "init")
+        self.stages = [st if isinstance(st, StageConfig) else StageConfig(**st) for st in self.stages]
+
     def validate(self) -> "RegistrationConfig":
-        as_enum(self.init, Init, "init")
         if self.global_search is not None and not isinstance(self.global_search, bool):
             raise ValueError(f"global_search: expected true, false or null, got {self.global_search!r}")
         if not self.stages:
@@ -204,7 +209,8 @@ class RegistrationConfig:
         return self
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """Plain values (enums as their strings): what ``from_dict`` reads back, and what result.json stores."""
+        return _plain(asdict(self))
 
     @classmethod
     def from_dict(cls, data: dict) -> "RegistrationConfig":
@@ -223,98 +229,11 @@ class RegistrationConfig:
         return cls(stages=stages, **data).validate()
 
 
-def _presets() -> dict[str, dict[str, Any]]:
-    rigid = dict(transform="rigid", metric="ncc", shrink=[4, 2, 1], iterations=[60, 30, 15], optimizer="lbfgs")
-    affine = dict(transform="affine", metric="ncc", shrink=[4, 2, 1], iterations=[60, 30, 15], optimizer="lbfgs")
-    mm_rigid = dict(rigid, metric="mi", metric_options={"bins": 32}, global_search=True)
-    mm_affine = dict(affine, metric="mi", metric_options={"bins": 32})
-    bspline = dict(
-        transform="bspline",
-        metric="lncc",
-        metric_options={"window": 5, "window_unit": "voxel"},
-        shrink=[4, 2, 1],
-        iterations=[60, 40, 20],
-        optimizer="adam",
-        learning_rate=0.5,
-        control_spacing_mm=10.0,
-        regularization={"bending": 5.0, "diffusion": 0.2, "folding": 10.0},
-    )
-    # MIND's descriptors need voxels of a few mm: no 4x level
-    mm_bspline = dict(bspline, metric="mind", metric_options={}, shrink=[2, 1], iterations=[60, 20])
-    # before an affine stage, the rigid stage only needs the coarse levels (the affine stage refines)
-    pre = dict(shrink=[4, 2], iterations=[60, 30])
-    return {
-        "rigid": {"init": "auto", "stages": [dict(rigid, global_search=True)]},
-        "affine": {"init": "auto", "stages": [dict(rigid, global_search=True, **pre), affine]},
-        "deformable": {"init": "auto", "stages": [dict(rigid, global_search=True, **pre), affine, bspline]},
-        "multimodal-affine": {"init": "auto", "stages": [dict(mm_rigid, **pre), mm_affine]},
-        "multimodal-deformable": {"init": "auto", "stages": [dict(mm_rigid, **pre), mm_affine, mm_bspline]},
-    }
-
-
-PRESETS: dict[str, dict[str, Any]] = _presets()
-
-
-def preset(name: str) -> RegistrationConfig:
-    """The named preset as a fresh :class:`RegistrationConfig`.
-
-    ``rigid``, ``affine`` (rigid then affine), ``deformable`` (rigid, affine, B-spline; NCC/LNCC),
-    ``multimodal-affine`` and ``multimodal-deformable`` (mutual information for the linear stages, MIND-SSC
-    for the deformable one). Every preset starts with moments initialisation and a global rotation search,
-    so two files are enough for a good result.
-    """
-    if name not in PRESETS:
-        raise ValueError(f"preset: expected one of {', '.join(sorted(PRESETS))}, got {name!r}")
-    return RegistrationConfig.from_dict(copy.deepcopy(PRESETS[name]))
-
-
-def mad_stages(
-    stages: list[StageConfig],
-    *,
-    coarse_scale: float = 2.0,
-    fine_scale: float = 0.5,
-    coarse_iterations: int = 40,
-    fine_iterations: int = 40,
-    fine_patches: int = 256,
-) -> list[StageConfig]:
-    """The stages ``omnireg register --metric mad`` runs for a list of stages using the MAD metric.
-
-    Around the linear MAD stages (rigid, affine; kept as they are) two are added:
-
-    1. before the first: capture, with patches at ``coarse_scale`` times the model's spacing (``patch_scale``,
-       see :mod:`omnireg.similarity.mad`) on a 2x level smoothed by ``1.2 * coarse_scale`` mm; it takes over
-       that stage's global search;
-    2. after the last: refinement, with ``fine_patches`` patches at ``fine_scale`` times the model's spacing.
-
-    ``0`` for a scale leaves that stage out. Measured (``benchmarks/mad.py``, rigid, 15 poses of 0-60 deg and
-    0-40 mm, no initialisation): the capture stage widens the basin (the model's spacing alone: 6/15 and 8/15
-    poses on the bundled T1/T2w and SPM T1/T2 pairs; with it 15/15 on both); the refinement removes the
-    network's flat response below ~4 mm at its own spacing (SPM T1/PD: every pose ended 2.2-2.8 mm off
-    without it, 1.14 mm on average with it, 15/15).
-    """
-    idx = [i for i, st in enumerate(stages) if st.metric == "mad" and st.kind.is_linear]
-    if not idx:
-        return list(stages)
-
-    def variant(st: StageConfig, patch_scale: float, **options) -> StageConfig:
-        new = copy.deepcopy(st)
-        scale = float(st.metric_options.get("patch_scale", 1.0))
-        new.metric_options = {**st.metric_options, "patch_scale": patch_scale * scale, **options}
-        new.global_search = False
-        return new
-
-    out = [copy.deepcopy(st) for st in stages]
-    first, last = idx[0], idx[-1]
-    tail = []
-    if fine_scale > 0:
-        fine = variant(stages[last], float(fine_scale), n_patches=int(fine_patches))
-        fine.shrink, fine.iterations, fine.smoothing_mm = [1], [int(fine_iterations)], None
-        tail = [fine]
-    out = out[: last + 1] + tail + out[last + 1 :]
-    if coarse_scale > 0:
-        coarse = variant(stages[first], float(coarse_scale))
-        coarse.global_search = stages[first].global_search
-        coarse.shrink, coarse.iterations, coarse.smoothing_mm = [2], [int(coarse_iterations)], [1.2 * float(coarse_scale)]
-        out[first].global_search = False
-        out.insert(first, coarse)
-    return out
+def _plain(value: Any) -> Any:
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value

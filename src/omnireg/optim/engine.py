@@ -33,10 +33,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..core import Image, sample
+from ..core import Image
 from ..core.enums import as_enum
 from ..core.intensity import robust_normalize
-from .config import Init, RegistrationConfig, StageConfig, TransformKind, preset
+from .config import Init, RegistrationConfig, StageConfig
+from .presets import DEFAULT_PRESET, preset
 from .initialize import field_of_view, fov_center, initial_candidates
 from .params import matrix_tensor
 from .problem import ProblemBuilder
@@ -148,7 +149,7 @@ def register(
     fixed: Image,
     moving: Image,
     *,
-    config: RegistrationConfig | str | dict = "affine",
+    config: RegistrationConfig | str | dict = DEFAULT_PRESET,
     fixed_mask: Image | None = None,
     moving_mask: Image | None = None,
     initial: np.ndarray | None = None,
@@ -246,48 +247,31 @@ def _final_metrics(fixed, moving, total, stage, metric, fmask, device) -> tuple[
     """The last stage's similarity at full resolution, before (identity mapping) and after registration.
 
     Both are computed over ``fixed_mask * support`` where ``support`` is where the (warped) moving image
-    has data, on robustly normalised intensities as during the optimisation.
+    has data, on robustly normalised intensities as during the optimisation; a mapping that leaves no overlap
+    has NaN (said in a warning).
     """
     from .. import transforms as T
 
-    out = []
     with torch.no_grad():
         f = robust_normalize(fixed.batch().float().to(device), fmask)
         # the moving channels and a channel of ones (its support) are warped together: one resampling each
         data = moving.data.to(torch.float32)
         stacked = moving.with_data(torch.cat([data, torch.ones_like(data[:1])]))
         c = data.shape[0]
-        pairs = []
+        warped, masks = [], []
         for t in (T.Affine(ndim=fixed.ndim, dtype=torch.float32), total):
             both = T.resample(stacked, t, onto=fixed.grid, interp="linear").batch().to(device)
             img, support = both[:, :c], both[:, c:]
             mask = support if fmask is None else support * fmask
-            try:
-                pairs.append((robust_normalize(img, (mask > 0.5).float()), mask))
-            except (ValueError, RuntimeError):  # no overlap left
-                pairs.append((None, mask))
-        if hasattr(metric, "scores") and all(m is not None for m, _ in pairs):
-            # learned feature metrics (DISA): the fixed image's features computed once for both
-            try:
-                vals = metric.scores(f, [m for m, _ in pairs], [w for _, w in pairs], spacing=fixed.grid.spacing)
-                return {stage.metric: float(vals[0][0])}, {stage.metric: float(vals[1][0])}
-            except (ValueError, RuntimeError):  # no overlap left for one of them: each on its own below
-                pass
-        for m, mask in pairs:
-            if m is None:
-                out.append({stage.metric: float("nan")})
-                continue
-            try:
-                if hasattr(metric, "sample_locations"):
-                    # patch metrics: the same seeded patches before and after, read from the warped image
-                    pts, fvals = metric.sample_locations(f[:, :1], fixed.grid, fmask, torch.Generator().manual_seed(0))
-                    vox = fixed.grid.transform_points(pts.double(), "world", "voxel").to(m.dtype)
-                    both = sample(torch.cat([m[:, :1], mask], 1), vox, interp="linear", padding="zeros")
-                    val = float(metric(fvals, both[:, :1], mask=both[:, 1:])[0])
-                else:
-                    val = float(metric(f, m, mask=mask, spacing=fixed.grid.spacing)[0])
-            except (ValueError, RuntimeError):  # no overlap left
-                val = float("nan")
-            out.append({stage.metric: val})
-    return out[0], out[1]
-
+            warped.append(robust_normalize(img, (mask > 0.5).float()) if float((mask > 0.5).sum()) > 0 else None)
+            masks.append(mask)
+        ok = [i for i, w in enumerate(warped) if w is not None]
+        values = [float("nan")] * 2
+        if ok:
+            got = metric.evaluate(f, [warped[i] for i in ok], [masks[i] for i in ok], grid=fixed.grid, fixed_mask=fmask)
+            for i, v in zip(ok, got):
+                values[i] = v
+        if len(ok) < 2:
+            log.warning("the %s mapping leaves no overlap between the images: its similarity is NaN",
+                        "identity" if 0 not in ok else "registered")
+    return {stage.metric: values[0]}, {stage.metric: values[1]}

@@ -15,25 +15,12 @@ import torch
 from torch import nn
 
 from ..core import Grid, sample
+from ..similarity.enums import Sampling
 from .config import RegistrationConfig, StageConfig, TransformKind
 from .params import matrix_tensor
 from .pyramid import Level, pyramid_level
 
 __all__ = ["LevelProblem", "ProblemBuilder", "regularizers_of"]
-
-POINTWISE_METRICS = frozenset({"mse", "ncc", "mi", "nmi"})
-
-
-def _mind_features(data: torch.Tensor, grid: Grid, options: dict) -> torch.Tensor:
-    from ..similarity import mind_ssc_descriptor
-
-    with torch.no_grad():
-        return mind_ssc_descriptor(data, spacing=grid.spacing, **options)
-
-
-#: metrics computed as a point-wise SSD of feature maps extracted once per pyramid level
-FEATURE_METRICS: dict[str, Callable[[torch.Tensor, Grid, dict], torch.Tensor]] = {"mind": _mind_features}
-
 
 class LevelProblem:
     """Loss of a transform at one pyramid level.
@@ -142,7 +129,7 @@ class LevelProblem:
                 idx = valid.nonzero().reshape(-1)
                 part = self.metric.loss(fixed[idx], warped[idx], mask=mask[idx], spacing=spacing)
                 loss = loss.index_put((idx,), part)
-        if getattr(self.metric, "mean_over_fixed", False):
+        if self.metric.traits.mean_over_fixed:
             # the metric's overlap mean times overlap / fixed domain: the mean over the whole fixed domain
             # (no reward for shrinking the overlap onto the best-matching region); candidates without
             # overlap keep their constant
@@ -151,8 +138,8 @@ class LevelProblem:
 
 
 def _subset(stage: StageConfig, grid: Grid, metric: nn.Module) -> int:
-    """Number of fixed points a linear stage of a point-wise metric samples (0: all)."""
-    if not stage.kind.is_linear:
+    """Number of fixed points a linear stage of a point-wise measure samples (0: all)."""
+    if not stage.kind.is_linear or metric.traits.sampling is not Sampling.POINTS:
         return 0
     n = int(round(grid.numel * float(stage.sampling)))
     return min(n, int(stage.max_points)) if stage.max_points else n
@@ -198,13 +185,9 @@ class ProblemBuilder:
 
         key = (stage.metric, self._options_key(stage))
         if key not in self._metrics:
-            options = dict(stage.metric_options)
-            if self.config.normalize and stage.metric.lower() in ("mi", "nmi"):
-                # both images are already on their robust [0, 1] range: fixed histogram ranges spare a
-                # quantile (a sort of every sample) at every evaluation
-                options.setdefault("fixed_range", (0.0, 1.0))
-                options.setdefault("moving_range", (0.0, 1.0))
-            self._metrics[key] = get_similarity(stage.metric, **options)
+            metric = get_similarity(stage.metric, **stage.metric_options)
+            # both images are on their robust [0, 1] range: histogram measures fix their ranges
+            self._metrics[key] = metric.for_unit_range() if self.config.normalize else metric
         return self._metrics[key]
 
     def shrink(self, stage: StageConfig, li: int) -> float:
@@ -234,69 +217,66 @@ class ProblemBuilder:
         key = (shrink, sigma, fixed_mask is not None)
         if key not in self._levels:
             dtype = self.fixed.dtype
-            fl = pyramid_level(self.fixed, self.fixed_grid, shrink=shrink, sigma_mm=sigma)
-            ml = pyramid_level(self.moving, self.moving_grid, shrink=shrink, sigma_mm=sigma)
-            fm = None if fixed_mask is None else (
-                pyramid_level(fixed_mask, self.fixed_grid, shrink=shrink, sigma_mm=0.0).data > 0.5).to(dtype)
+            # one physical resolution per level for both images: shrink x the fixed image's finest spacing
+            ref = float(min(self.fixed_grid.spacing))
+            fl = pyramid_level(self.fixed, self.fixed_grid, shrink=shrink, sigma_mm=sigma, reference_mm=ref)
+            ml = pyramid_level(self.moving, self.moving_grid, shrink=shrink, sigma_mm=sigma, reference_mm=ref)
+            fm = None if fixed_mask is None else (pyramid_level(
+                fixed_mask, self.fixed_grid, shrink=shrink, sigma_mm=0.0, reference_mm=ref).data > 0.5).to(dtype)
             mm = None if self.moving_mask is None else pyramid_level(
-                self.moving_mask, self.moving_grid, shrink=shrink, sigma_mm=0.0).data
+                self.moving_mask, self.moving_grid, shrink=shrink, sigma_mm=0.0, reference_mm=ref).data
             self._levels[key] = (fl, ml, fm, mm)
         return self._levels[key]
 
     def problem(self, stage: StageConfig, li: int, current: np.ndarray | None = None) -> "LevelProblem":
-        """The loss of level ``li`` of ``stage``; ``current`` (fixed world -> moving world) places reoriented
-        learned features (DISA ``reorient``)."""
-        generator = self.generator
-        dtype = self.fixed.dtype
-        d = self.fixed_grid.ndim
+        """The loss of level ``li`` of ``stage``, built as the stage's measure declares
+        (:class:`omnireg.similarity.EngineTraits`); ``current`` (fixed world -> moving world) places
+        reoriented learned features."""
         fl, ml, fm, mm = self.levels(stage, li)
         metric = self.metric(stage)
-        name = stage.metric.lower()
-        key = (name, self.shrink(stage, li), fm is not None, self._options_key(stage))
-        if name in FEATURE_METRICS:
-            # descriptor metrics: features computed once per level and warped (not recomputed) at every
-            # iteration; the similarity is then a point-wise SSD between feature vectors
-            if key not in self._features:
-                extract = FEATURE_METRICS[name]
-                self._features[key] = (
-                    Level(extract(fl.data, fl.grid, stage.metric_options), fl.grid),
-                    Level(extract(ml.data, ml.grid, stage.metric_options), ml.grid),
-                )
-            fl, ml = self._features[key]
-            metric = self.metric(StageConfig(metric="mse"))
-            name = "mse"
-        elif hasattr(metric, "feature_level"):
-            # learned feature metrics (DISA): feature maps computed once per level on their own grid
-            # (e.g. stride 4); masks follow onto that grid
-            reorient = int(getattr(metric, "reorient", 0) or 0) > 0
-            if key not in self._features:
-                ff, fgrid = metric.feature_level(fl.data[:, :1], fl.grid, dense=getattr(metric, "fixed_points", "") == "dense")
-                fm2 = None if fm is None else (_regrid(fm, fl.grid, fgrid, "nearest") > 0.5).to(dtype)
-                if reorient:
-                    from .reorient import ReorientedMoving
+        regs = regularizers_of(stage)
+        sampling = metric.traits.sampling
+        if sampling is Sampling.PATCHES:
+            if not stage.kind.is_linear:
+                raise ValueError(f"metric: {stage.metric} works in rigid and affine stages only, not {stage.transform}")
+            # fixed-space patches placed once per level (seeded), resampled from the moving image at every evaluation
+            locations = metric.sample_locations(fl.data[:, :1], fl.grid, fm, self.generator)
+            return LevelProblem(fl, ml, None, mm, metric, regs, locations=locations)
+        if sampling is Sampling.FEATURES:
+            return self._feature_problem(stage, li, metric, regs, current)
+        return LevelProblem(fl, ml, fm, mm, metric, regs, points_subset=_subset(stage, fl.grid, metric),
+                            generator=self.generator)
 
-                    frame = ReorientedMoving(metric, fgrid, ml.data, ml.grid, mm)
-                    mf, extra, mgrid, _ = frame.features(np.eye(d + 1))
-                    self._features[key] = (Level(ff, fgrid), Level(mf, mgrid), fm2, extra[:, 1:] if extra.shape[1] > 1 else None, frame)
-                else:
-                    mf, mgrid = metric.feature_level(ml.data[:, :1], ml.grid, dense=False, moving=True)
-                    mm2 = None if mm is None else _regrid(mm, ml.grid, mgrid, "linear")
-                    self._features[key] = (Level(ff, fgrid), Level(mf, mgrid), fm2, mm2, None)
-            fl, ml, fm, mm, frame = self._features[key]
-            metric = metric.feature_similarity()
-            if frame is not None:
-                prob = LevelProblem(fl, ml, fm, None, metric, regularizers_of(stage), generator=generator,
-                                     points_subset=_subset(stage, fl.grid, metric))
-                prob.reoriented = frame
-                prob.reorient(np.eye(d + 1) if current is None else current)
-                return prob
-        elif hasattr(metric, "sample_locations") and stage.kind.is_linear:
-            # patch metrics (MAD): fixed-space patches placed once per level (seeded), resampled from the
-            # moving image through the transform at every evaluation
-            locations = metric.sample_locations(fl.data[:, :1], fl.grid, fm, generator)
-            return LevelProblem(fl, ml, None, mm, metric, regularizers_of(stage), locations=locations)
-        subset = _subset(stage, fl.grid, metric) if name in POINTWISE_METRICS or getattr(metric, "pointwise", False) else 0
-        return LevelProblem(fl, ml, fm, mm, metric, regularizers_of(stage), points_subset=subset, generator=generator)
+    def _feature_problem(self, stage: StageConfig, li: int, metric: nn.Module, regs: list, current) -> "LevelProblem":
+        """Feature maps computed once per level (cached) and warped at every iteration; masks follow onto
+        the feature grids."""
+        fl, ml, fm, mm = self.levels(stage, li)
+        d = self.fixed_grid.ndim
+        key = (stage.metric, self.shrink(stage, li), fm is not None, self._options_key(stage))
+        reorient = metric.traits.reorient > 0
+        if key not in self._features:
+            ff, fgrid = metric.features(fl.data, fl.grid, moving=False)
+            fm2 = None if fm is None else (_regrid(fm, fl.grid, fgrid, "nearest") > 0.5).to(self.fixed.dtype)
+            if reorient:
+                from .reorient import ReorientedMoving
+
+                frame = ReorientedMoving(metric, fgrid, ml.data, ml.grid, mm)
+                mf, extra, mgrid, _ = frame.features(np.eye(d + 1))
+                mm2 = extra[:, 1:] if extra.shape[1] > 1 else None
+            else:
+                frame = None
+                mf, mgrid = metric.features(ml.data, ml.grid, moving=True)
+                mm2 = None if mm is None else _regrid(mm, ml.grid, mgrid, "linear")
+            self._features[key] = (Level(ff, fgrid), Level(mf, mgrid), fm2, mm2, frame)
+        fl, ml, fm, mm, frame = self._features[key]
+        compare = metric.feature_similarity()
+        subset = _subset(stage, fl.grid, compare)
+        if frame is None:
+            return LevelProblem(fl, ml, fm, mm, compare, regs, points_subset=subset, generator=self.generator)
+        prob = LevelProblem(fl, ml, fm, None, compare, regs, generator=self.generator, points_subset=subset)
+        prob.reoriented = frame
+        prob.reorient(np.eye(d + 1) if current is None else current)
+        return prob
 
 
 def regularizers_of(stage: StageConfig) -> list[tuple[str, float, Callable]]:

@@ -3,6 +3,13 @@
 Each level smooths the image with a Gaussian of sigma given in **mm** (converted to voxels per axis
 with the grid's spacing) and resamples it onto a coarser grid covering the same field of view
 (:meth:`omnireg.core.Grid.with_spacing`), so every level lives in the same world coordinates.
+
+With a ``reference_mm`` (the registration engine passes the fixed image's finest spacing) a level is a
+**physical resolution** ``shrink * reference_mm``, the same for both images: each axis of each image is
+coarsened to that spacing (never refined: an axis already coarser, such as the 7.5 mm slices of an axial
+stack, stays as it is) and smoothed by ``0.5 * (new - old)`` mm along that axis only. So a thick-slice image
+is not blurred in-plane by its slice thickness, and a moving image finer than the fixed one is smoothed to the
+fixed resolution before it is sampled at the fixed points.
 """
 
 from __future__ import annotations
@@ -33,21 +40,30 @@ def default_smoothing_mm(shrink: float, spacing: Sequence[float]) -> float:
 
 
 def pyramid_level(
-    data: torch.Tensor, grid: Grid, *, shrink: float, sigma_mm: float | None = None, min_size: int = 8
+    data: torch.Tensor, grid: Grid, *, shrink: float, sigma_mm: float | None = None, min_size: int = 8,
+    reference_mm: float | None = None,
 ) -> Level:
-    """Smooth ``data`` ``(1, C, *S)`` with sigma ``sigma_mm`` and resample it onto ``grid`` shrunk by ``shrink``.
+    """Smooth ``data`` ``(1, C, *S)`` and resample it onto a coarser grid (module docstring).
 
-    The coarse grid keeps at least ``min_size`` voxels per axis (or the original size if smaller).
-    Integer data are not smoothed (nearest neighbour).
+    Without ``reference_mm`` every axis is coarsened by ``shrink`` and smoothed by ``sigma_mm`` (default
+    :func:`default_smoothing_mm`); with it, each axis goes to ``max(spacing, shrink * reference_mm)`` and is
+    smoothed by ``sigma_mm`` or, by default, ``0.5 * (new - old)`` mm. The coarse grid keeps at least
+    ``min_size`` voxels per axis (or the original size if smaller). Integer data are not smoothed (nearest
+    neighbour).
     """
-    if sigma_mm is None:
-        sigma_mm = default_smoothing_mm(shrink, grid.spacing)
+    old = np.asarray(grid.spacing, dtype=np.float64)
+    if reference_mm is not None:
+        target = np.maximum(old, float(shrink) * float(reference_mm))
+        sigmas = 0.5 * (target - old) if sigma_mm is None else np.full_like(old, float(sigma_mm))
+    else:
+        target = old * float(shrink)
+        sigmas = np.full_like(old, default_smoothing_mm(shrink, grid.spacing) if sigma_mm is None else float(sigma_mm))
     out = data
-    if sigma_mm > 0 and data.dtype.is_floating_point:
-        out = gaussian_blur(data, [sigma_mm / s for s in grid.spacing])
-    if shrink == 1:
+    if np.any(sigmas > 0) and data.dtype.is_floating_point:
+        out = gaussian_blur(data, [float(s) / sp for s, sp in zip(sigmas, old)])
+    if np.allclose(target, old):
         return Level(out, grid)
-    spacing = np.asarray(grid.spacing) * float(shrink)
+    spacing = target
     # keep a minimal number of voxels per axis
     max_spacing = np.asarray(grid.extent_mm()) / np.minimum(np.asarray(grid.shape), min_size)
     spacing = np.minimum(spacing, np.maximum(max_spacing, np.asarray(grid.spacing)))

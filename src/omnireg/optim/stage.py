@@ -220,7 +220,7 @@ def run_stage(ctx: StageContext, si: int, stage: StageConfig, starts: list[np.nd
         # learned moving features recomputed in the fixed frame (DISA ``reorient``): before every start of the
         # global search and every ``every`` iterations of a linear stage (skipped while the fixed field of view
         # moved less than a voxel since the last computation)
-        every = int(getattr(prob.reoriented.metric, "reorient", 0)) if prob.reoriented is not None and kind.is_linear else 0
+        every = prob.reoriented.metric.traits.reorient if prob.reoriented is not None and kind.is_linear else 0
         tol = float(min(prob.reoriented.ref.spacing)) if every else 0.0
         refresh = (lambda: prob.reorient(st.current_matrix(), tol)) if every else None
         if li == 0 and stage.global_search and kind.is_linear:

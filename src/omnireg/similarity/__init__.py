@@ -34,8 +34,8 @@ Measures: :func:`mse`, :func:`ncc`, :func:`lncc`, :func:`mi`, :func:`nmi`, :func
 :class:`DISA` (feature dot product, :func:`feature_dot`) and :class:`MAD` (learned patch distance).
 """
 
-from .base import SimilarityFactory, SimilarityMeasure, available_similarities, get_similarity, register_similarity
-from .enums import EpsMode, Kernel, LengthUnit, Metric, ParzenWindow
+from .base import EngineTraits, SimilarityFactory, SimilarityMeasure, available_similarities, get_similarity, register_similarity
+from .enums import EpsMode, Kernel, LengthUnit, Metric, ParzenWindow, Sampling
 from .disa import DISA, feature_dot
 from .lc2 import LC2, lc2, lc2_patch, lc2_patch_map
 from .lncc import LNCC, lncc
@@ -47,6 +47,8 @@ from .ngf import NGF, ngf
 
 __all__ = [
     "DISA",
+    "EngineTraits",
+    "Sampling",
     "feature_dot",
     "EpsMode",
     "Kernel",

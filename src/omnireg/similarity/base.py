@@ -19,14 +19,16 @@ Example:
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from torch import nn
 
-from .enums import Metric
+from .enums import Metric, Sampling
 
 __all__ = [
+    "EngineTraits",
     "SimilarityFactory",
     "SimilarityMeasure",
     "available_similarities",
@@ -35,6 +37,29 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EngineTraits:
+    """What a similarity measure declares to the registration engine (:mod:`omnireg.optim`), which knows no
+    measure by name.
+
+    Attributes:
+        sampling: how the engine evaluates it (:class:`Sampling`): on a seeded subset of the fixed voxels
+            (``points``), on the whole level grid (``dense``), on feature maps computed once per level and
+            compared by :meth:`SimilarityMeasure.feature_similarity` (``features``), or on its own fixed-space
+            sample locations (``patches``: :meth:`SimilarityMeasure.sample_locations`).
+        linear_only: usable in rigid/affine stages only (patch measures).
+        mean_over_fixed: the engine averages over the whole fixed domain, not only over the overlap (a
+            measure that is 0 where the moving image has no data: no reward for shrinking the overlap).
+        reorient: learned features recomputed in the fixed frame through the current estimate every
+            ``reorient`` iterations of a linear stage (0: never; :mod:`omnireg.optim.reorient`).
+    """
+
+    sampling: Sampling = Sampling.DENSE
+    linear_only: bool = False
+    mean_over_fixed: bool = False
+    reorient: int = 0
 
 
 class SimilarityMeasure(nn.Module):
@@ -56,6 +81,9 @@ class SimilarityMeasure(nn.Module):
     """
 
     metric: str = ""
+    #: how the registration engine uses the measure (:class:`EngineTraits`); measures whose traits depend on
+    #: their options override :attr:`traits` with a property
+    traits: EngineTraits = EngineTraits()
 
     def forward(  # noqa: D102 - documented in subclasses
         self,
@@ -81,6 +109,34 @@ class SimilarityMeasure(nn.Module):
             ``(N,)``.
         """
         return -self.forward(fixed, moving, mask, spacing=spacing)
+
+    def for_unit_range(self) -> "SimilarityMeasure":
+        """The measure for images whose intensities are known to lie in [0, 1] (the engine's normalised
+        images); histogram measures fix their ranges so that no quantile is computed per evaluation."""
+        return self
+
+    # ------------------------------------------------------------ the engine's protocol (see EngineTraits)
+    def features(self, data: torch.Tensor, grid, *, moving: bool) -> tuple[torch.Tensor, object]:
+        """``sampling == features``: feature maps of a pyramid level ``(1, C, *S)`` on ``grid``, and the grid
+        they live on (computed once per level; the moving features are warped, not recomputed)."""
+        raise NotImplementedError(f"{type(self).__name__} computes no feature maps (traits.sampling is not 'features')")
+
+    def feature_similarity(self) -> "SimilarityMeasure":
+        """``sampling == features``: the measure that compares two feature maps point-wise."""
+        raise NotImplementedError(f"{type(self).__name__} computes no feature maps (traits.sampling is not 'features')")
+
+    def sample_locations(self, fixed: torch.Tensor, grid, mask, generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """``sampling == patches``: fixed-space world points ``(1, *L, D)`` and fixed values ``(1, C, *L)``."""
+        raise NotImplementedError(f"{type(self).__name__} has no sample locations (traits.sampling is not 'patches')")
+
+    @torch.no_grad()
+    def evaluate(self, fixed: torch.Tensor, movings: list, masks: list, *, grid, fixed_mask=None) -> list[float]:
+        """The similarity of ``fixed`` ``(1, C, *S)`` with each moving image resampled onto its grid, without
+        gradients: the engine's values before and after registration. ``masks`` (``(1, 1, *S)`` or None per
+        moving image) hold the support times the fixed mask; ``grid`` is the fixed grid (spacing, orientation);
+        ``fixed_mask`` the fixed mask alone (or None). Measures that can share work between the moving images
+        (fixed features computed once) override it."""
+        return [float(self(fixed, m, mask=w, spacing=grid.spacing)[0]) for m, w in zip(movings, masks)]
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in self.options().items())

@@ -37,8 +37,8 @@ import torch
 from ..core import Grid, sample
 from ..core.filters import gaussian_blur
 from ._common import check_mask, check_pair, check_spacing
-from .base import SimilarityMeasure, register_similarity
-from .enums import Metric
+from .base import EngineTraits, SimilarityMeasure, register_similarity
+from .enums import Metric, Sampling
 
 __all__ = ["DISA", "DISAFeatures", "feature_dot", "norm_restore"]
 
@@ -66,11 +66,10 @@ class DISAFeatures(SimilarityMeasure):
     """The similarity of precomputed DISA feature maps (:func:`feature_dot`); used by the engine."""
 
     metric = "disa-features"
-    #: a point-wise comparison: linear stages may use a random subset of the fixed voxels
-    pointwise = True
-    #: the registration engine averages over the whole fixed domain (the dot product is 0 where the
-    #: warped moving features are missing), not over the overlap
-    mean_over_fixed = True
+    #: a point-wise comparison (linear stages may use a random subset of the fixed voxels), averaged by the
+    #: engine over the whole fixed domain (the dot product is 0 where the warped moving features are missing),
+    #: not over the overlap
+    traits = EngineTraits(sampling=Sampling.POINTS, mean_over_fixed=True)
 
     def forward(self, fixed, moving, mask=None, *, spacing=None):
         """``(N,)`` weighted mean feature dot product.
@@ -252,6 +251,22 @@ class DISA(SimilarityMeasure):
     def feature_similarity(self) -> SimilarityMeasure:
         """The measure applied to precomputed feature maps (:class:`DISAFeatures`)."""
         return DISAFeatures()
+
+    @property
+    def traits(self) -> EngineTraits:
+        """Features once per level (stride 4), reoriented every :attr:`reorient` iterations when set."""
+        return EngineTraits(sampling=Sampling.FEATURES, reorient=self.reorient)
+
+    def features(self, data: torch.Tensor, grid: Grid, *, moving: bool) -> tuple[torch.Tensor, Grid]:
+        """The engine's feature maps: the fixed image's at :attr:`fixed_points`, the moving image's on the
+        stride-4 grid with the norm channel (:meth:`feature_level`)."""
+        if moving:
+            return self.feature_level(data[:, :1], grid, dense=False, moving=True)
+        return self.feature_level(data[:, :1], grid, dense=self.fixed_points == "dense")
+
+    def evaluate(self, fixed, movings, masks, *, grid, fixed_mask=None) -> list[float]:
+        """Before/after values with the fixed image's features computed once (:meth:`scores`)."""
+        return [float(v[0]) for v in self.scores(fixed, movings, masks, spacing=grid.spacing)]
 
     # ---------------------------------------------------------------- dense form
     def forward(self, fixed, moving, mask=None, *, spacing=None):

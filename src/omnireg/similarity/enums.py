@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from enum import Enum
 
-__all__ = ["EpsMode", "Kernel", "LengthUnit", "Metric", "ParzenWindow"]
+__all__ = ["EpsMode", "Kernel", "LengthUnit", "Metric", "ParzenWindow", "Sampling"]
 
 
 class Metric(str, Enum):
@@ -70,3 +70,18 @@ class ParzenWindow(str, Enum):
 
     BOX = "box"
     BSPLINE = "bspline"
+
+
+class Sampling(str, Enum):
+    """How the registration engine evaluates a measure (:class:`omnireg.similarity.EngineTraits`).
+
+    ``points``: point-wise (MSE, NCC, MI, NMI): a seeded subset of the fixed voxels may stand for all of them in
+    linear stages. ``dense``: a neighbourhood measure (LNCC, NGF, LC2) evaluated on the whole level grid.
+    ``features``: feature maps computed once per level (MIND descriptors, learned features) and compared
+    point-wise. ``patches``: the measure's own fixed-space sample locations (MAD), linear stages only.
+    """
+
+    POINTS = "points"
+    DENSE = "dense"
+    FEATURES = "features"
+    PATCHES = "patches"

@@ -55,8 +55,8 @@ import numpy as np
 import torch
 
 from ..core import Grid, sample
-from .base import SimilarityMeasure, register_similarity
-from .enums import Metric
+from .base import EngineTraits, SimilarityMeasure, register_similarity
+from .enums import Metric, Sampling
 
 __all__ = ["AGGREGATIONS", "MAD", "mad_distance", "load_mad_model", "patch_offsets_mm"]
 
@@ -182,6 +182,8 @@ class MAD(SimilarityMeasure):
     """
 
     metric = Metric.MAD.value
+    #: patches placed on the fixed image and resampled through the transform: rigid/affine stages only
+    traits = EngineTraits(sampling=Sampling.PATCHES, linear_only=True)
 
     def __init__(
         self,
@@ -225,6 +227,18 @@ class MAD(SimilarityMeasure):
     def model(self, ndim: int, device: torch.device | str = "cpu") -> torch.nn.Module:
         """The (cached) network for ``ndim``-D images on ``device``."""
         return load_mad_model(self.weights, ndim, device=device)
+
+    @torch.no_grad()
+    def evaluate(self, fixed, movings, masks, *, grid, fixed_mask=None) -> list[float]:
+        """Before/after values on the same seeded patches (seed 0), read from each warped moving image."""
+        pts, fvals = self.sample_locations(fixed[:, :1], grid, fixed_mask, torch.Generator().manual_seed(0))
+        out = []
+        for m, w in zip(movings, masks):
+            vox = grid.transform_points(pts.double(), "world", "voxel").to(m.dtype)
+            support = torch.ones_like(m[:, :1]) if w is None else w
+            both = sample(torch.cat([m[:, :1], support], 1), vox, interp="linear", padding="zeros")
+            out.append(float(self(fvals, both[:, :1], mask=both[:, 1:])[0]))
+        return out
 
     @torch.no_grad()
     def sample_locations(

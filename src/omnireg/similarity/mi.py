@@ -18,8 +18,8 @@ from torch.autograd.function import once_differentiable
 
 from ..core.enums import as_enum
 from ._common import check_mask, check_pair, check_positive, check_spacing
-from .base import SimilarityMeasure, register_similarity
-from .enums import Metric, ParzenWindow
+from .base import EngineTraits, SimilarityMeasure, register_similarity
+from .enums import Metric, ParzenWindow, Sampling
 
 __all__ = ["MI", "NMI", "joint_histogram", "mi", "nmi"]
 
@@ -334,6 +334,8 @@ nmi.__doc__ = (nmi.__doc__ or "") + _DOC_ARGS + _RETURNS
 
 
 class _HistogramMeasure(SimilarityMeasure):
+    traits = EngineTraits(sampling=Sampling.POINTS)
+
     def __init__(
         self,
         *,
@@ -363,6 +365,13 @@ class _HistogramMeasure(SimilarityMeasure):
             "sampling": self.sampling,
             "generator": self.generator,
         }
+
+    def for_unit_range(self) -> "SimilarityMeasure":
+        """A copy with ``fixed_range``/``moving_range`` (0, 1) where they were not set (no quantiles per call)."""
+        opts = self.options()
+        opts["fixed_range"] = opts["fixed_range"] or (0.0, 1.0)
+        opts["moving_range"] = opts["moving_range"] or (0.0, 1.0)
+        return type(self)(**opts)
 
 
 class MI(_HistogramMeasure):

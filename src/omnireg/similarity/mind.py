@@ -35,8 +35,8 @@ from ._common import (
     separable_filter,
     weighted_mean,
 )
-from .base import SimilarityMeasure, register_similarity
-from .enums import Kernel, LengthUnit, Metric
+from .base import EngineTraits, SimilarityMeasure, register_similarity
+from .enums import Kernel, LengthUnit, Metric, Sampling
 
 __all__ = ["MIND", "mind", "mind_ssc_descriptor"]
 
@@ -178,6 +178,8 @@ class MIND(SimilarityMeasure):
     """
 
     metric = Metric.MIND.value
+    #: the engine computes the descriptors once per pyramid level and warps them (not recomputed per iteration)
+    traits = EngineTraits(sampling=Sampling.FEATURES)
 
     def __init__(
         self,
@@ -196,6 +198,17 @@ class MIND(SimilarityMeasure):
     def forward(self, fixed, moving, mask=None, *, spacing=None):
         """Similarity ``(N,)``; see :func:`mind`."""
         return mind(fixed, moving, mask=mask, spacing=spacing, **self.options())
+
+    @torch.no_grad()
+    def features(self, data: torch.Tensor, grid, *, moving: bool) -> tuple[torch.Tensor, object]:
+        """MIND-SSC descriptors of a level on its own grid (the same for the fixed and the moving image)."""
+        return mind_ssc_descriptor(data, spacing=grid.spacing, **self.options()), grid
+
+    def feature_similarity(self) -> SimilarityMeasure:
+        """Descriptors are compared by their mean squared difference (:class:`~omnireg.similarity.MSE`)."""
+        from .mse_ncc import MSE
+
+        return MSE()
 
 
 register_similarity(Metric.MIND, MIND)

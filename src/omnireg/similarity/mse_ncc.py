@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 
 from ._common import check_mask, check_pair, check_positive, check_spacing, weighted_moments
-from .base import SimilarityMeasure, register_similarity
-from .enums import Metric
+from .base import EngineTraits, SimilarityMeasure, register_similarity
+from .enums import Metric, Sampling
 
 __all__ = ["MSE", "NCC", "mse", "ncc"]
 
@@ -102,6 +102,8 @@ def ncc(
 class MSE(SimilarityMeasure):
     """Module form of :func:`mse`; ``loss`` = mean squared error (>= 0, 0 at identity)."""
 
+    traits = EngineTraits(sampling=Sampling.POINTS)
+
     metric = Metric.MSE.value
 
     def forward(self, fixed, moving, mask=None, *, spacing=None):
@@ -115,6 +117,8 @@ class NCC(SimilarityMeasure):
     Args:
         eps: see :func:`ncc`.
     """
+
+    traits = EngineTraits(sampling=Sampling.POINTS)
 
     metric = Metric.NCC.value
 
