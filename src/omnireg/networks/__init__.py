@@ -1,13 +1,38 @@
-"""Networks: the learned similarity measures' architectures and the model-file store.
+"""Networks: feature extractors, registration networks, and the model-file store.
 
 - :mod:`omnireg.networks.disa`: the DISA feature CNN (stride 4, 16 channels, receptive field 49).
 - :mod:`omnireg.networks.mad`: the MAD patch-pair distance CNN.
+- :mod:`omnireg.networks.unet`: a configurable 2D/3D U-Net (VoxelMorph's backbone, DeepSim's segmenter).
+- :mod:`omnireg.networks.registration`: the registration networks' shared types
+  (:class:`NetworkOutput`, :class:`RegistrationNetwork`) and voxel-unit field operations.
 - :mod:`omnireg.networks.store`: one-file models (config + weights + provenance), shipped weights.
 
-This package depends on :mod:`omnireg.core` only; the similarity measures that use these networks
-live in :mod:`omnireg.similarity` and the training code in :mod:`omnireg.training`.
+This package depends on :mod:`omnireg.core` and :mod:`omnireg.transforms` only; the similarity
+measures that use these networks live in :mod:`omnireg.similarity`, losses and training loops in
+:mod:`omnireg.training`.
 """
 
+from .registration import (
+    NetworkOutput,
+    RegistrationNetwork,
+    compose_displacements,
+    integrate_velocity_voxels,
+    resize_displacement,
+    warp_voxels,
+)
 from .store import load_model, packaged_weights, resolve_weights, save_model
+from .unet import UNet
 
-__all__ = ["load_model", "packaged_weights", "resolve_weights", "save_model"]
+__all__ = [
+    "NetworkOutput",
+    "RegistrationNetwork",
+    "UNet",
+    "compose_displacements",
+    "integrate_velocity_voxels",
+    "load_model",
+    "packaged_weights",
+    "resolve_weights",
+    "resize_displacement",
+    "save_model",
+    "warp_voxels",
+]

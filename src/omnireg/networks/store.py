@@ -159,8 +159,11 @@ def load_model(path: str | Path, *, kind: str | None = None, map_location: str |
         raise ValueError(f"weights: {path} holds an unknown architecture {file_kind!r}")
     factory, config_cls = _ARCHITECTURES[file_kind]
     names = {f.name for f in dataclasses.fields(config_cls)}
-    config = config_cls(**{k: v for k, v in obj["config"].items() if k in names})
-    model = factory(config)
+    try:
+        config = config_cls(**{k: v for k, v in obj["config"].items() if k in names})
+        model = factory(config)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"weights: {path} has an invalid {file_kind!r} config: {str(exc).splitlines()[0]}") from None
     try:
         model.load_state_dict(obj["state_dict"])
     except RuntimeError as exc:
@@ -170,7 +173,7 @@ def load_model(path: str | Path, *, kind: str | None = None, map_location: str |
 
 
 def _import_builtin() -> None:
-    from . import disa, mad  # noqa: F401 - registers the built-in architectures
+    from . import disa, mad, voxelmorph  # noqa: F401 - registers the built-in architectures
 
 
 def packaged_weights(name: str) -> Path:

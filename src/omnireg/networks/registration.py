@@ -1,0 +1,277 @@
+"""Shared types and voxel-unit field operations of omnireg's registration networks.
+
+Convention:
+    A registration network takes a moving and a fixed image on the SAME voxel grid, ``(N, C, *S)``
+    each, and predicts a displacement ``u`` ``(N, D, *S)`` in **voxel units** of that grid, components
+    in tensor-axis order (i, j, k). The transform is pull: fixed voxel ``x`` maps to moving voxel
+    ``x + u(x)`` and the warped moving image is ``warped(x) = moving(x + u(x))``
+    (:func:`warp_voxels`). World units, oblique grids and ITK files are the pipeline's business:
+    :meth:`omnireg.transforms.DisplacementField.from_voxel_displacement` converts.
+
+    ``compose_displacements(a, b)`` is ``a ∘ b`` (``b`` acts on points first). Between voxel centres a
+    field is interpolated linearly; beyond the grid every field here is **extended by its border values**
+    (replicate), so the maps stay continuous at the image edge. (omnireg's world-space
+    :class:`~omnireg.transforms.DisplacementField` follows ITK instead: zero beyond half a voxel. Used
+    inside scaling and squaring, that rule makes a velocity that points out of the grid fold at the
+    border, so :func:`integrate_velocity_voxels` integrates the border-extended velocity.)
+
+    Resolution changes (:func:`resize_displacement`) treat two grids of one tensor as covering the same
+    extent, voxel edges to voxel edges (as :meth:`omnireg.core.Grid.with_spacing` and as stride-2 pooling
+    see it): output voxel ``p`` sits at input voxel ``(p + 1/2) S_in / S_out - 1/2``, and the vectors are
+    multiplied by ``S_out / S_in`` per axis (a half-resolution field upsampled to full resolution doubles).
+
+    Padding to a network's stride is internal and **at the high end** of each axis
+    (:func:`pad_to_multiple`): voxel ``p`` of the input is voxel ``p`` of the padded tensor, so a voxel
+    displacement predicted on the padded tensor is cropped (:func:`crop_to_shape`) without any shift.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..core.enums import Interp, Padding, as_enum
+from ..core.grid import Grid
+from ..core.sampling import sample
+from ..transforms.svf import integrate_velocity
+
+__all__ = [
+    "NetworkOutput",
+    "RegistrationNetwork",
+    "compose_displacements",
+    "crop_to_shape",
+    "identity_voxel_points",
+    "integrate_velocity_voxels",
+    "pad_to_multiple",
+    "resize_displacement",
+    "warp_voxels",
+]
+
+
+@dataclass
+class NetworkOutput:
+    """What every registration network returns (one type, whatever the model's flags).
+
+    Attributes:
+        displacement: ``(N, D, *S)`` voxel units of the input grid, components (i, j, k); pull: fixed
+            voxel ``x`` maps to moving voxel ``x + u(x)``.
+        inverse: ``(N, D, *S)`` displacement of the inverse map (diffeomorphic models), else ``None``.
+        velocity: the stationary velocity field that was integrated, in voxel units of its own grid
+            (the model documents that grid), or ``None``.
+        scales: coarser-scale displacements for deep supervision, coarse first, each ``(N, D, *S_k)`` in
+            voxel units of its own grid; ``[]`` for single-scale models.
+    """
+
+    displacement: torch.Tensor
+    inverse: torch.Tensor | None = None
+    velocity: torch.Tensor | None = None
+    scales: list[torch.Tensor] = field(default_factory=list)
+
+
+class RegistrationNetwork(nn.Module):
+    """Base of omnireg's registration networks: ``forward(moving, fixed) -> NetworkOutput``.
+
+    Subclasses set :attr:`config` (a dataclass saved beside the weights), :attr:`ndim`,
+    :attr:`diffeomorphic` and :attr:`stride` (inputs are padded internally to a multiple of it, so any
+    spatial shape works and the outputs have the input's shape), and implement :meth:`forward`.
+
+    Shape:
+        ``moving``, ``fixed``: ``(N, C_m, *S)`` and ``(N, C_f, *S)`` on one voxel grid.
+        output: :class:`NetworkOutput` with ``displacement`` ``(N, D, *S)``.
+    """
+
+    config: Any
+    ndim: int
+    diffeomorphic: bool
+    stride: int = 1
+    in_channels: int = 2
+
+    def check_inputs(self, moving: torch.Tensor, fixed: torch.Tensor) -> None:
+        """Raise a ``TypeError``/``ValueError`` naming the argument unless the pair fits this network."""
+        for name, x in (("moving", moving), ("fixed", fixed)):
+            if not isinstance(x, torch.Tensor) or not x.dtype.is_floating_point:
+                raise TypeError(f"{name}: expected a floating point torch.Tensor (N, C, *S), got {type(x).__name__}")
+            if x.ndim != self.ndim + 2:
+                raise ValueError(f"{name}: expected shape (N, C, *S) with {self.ndim} spatial axes, got {tuple(x.shape)}")
+        if moving.shape[0] != fixed.shape[0] or moving.shape[2:] != fixed.shape[2:]:
+            raise ValueError(
+                f"moving, fixed: expected the same batch size and spatial shape, got {tuple(moving.shape)} and {tuple(fixed.shape)}"
+            )
+        if moving.shape[1] + fixed.shape[1] != self.in_channels:
+            raise ValueError(
+                f"moving, fixed: expected {self.in_channels} channels together (the network's in_channels), "
+                f"got {moving.shape[1]} + {fixed.shape[1]}"
+            )
+
+    def forward(self, moving: torch.Tensor, fixed: torch.Tensor) -> NetworkOutput:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+# ---------------------------------------------------------------------------- voxel-unit fields
+def _check_field(displacement: object, name: str) -> torch.Tensor:
+    if not isinstance(displacement, torch.Tensor) or not displacement.dtype.is_floating_point:
+        raise TypeError(f"{name}: expected a floating point torch.Tensor (N, D, *S), got {type(displacement).__name__}")
+    d = displacement.ndim - 2
+    if d not in (2, 3) or displacement.shape[1] != d:
+        raise ValueError(f"{name}: expected a voxel displacement (N, D, *S) with D = 2 or 3 spatial axes, got {tuple(displacement.shape)}")
+    return displacement
+
+
+def identity_voxel_points(shape: Sequence[int], *, dtype: torch.dtype = torch.float32, device: Any = None) -> torch.Tensor:
+    """Voxel indices of every voxel centre of ``shape``: ``(1, *S, D)``, components (i, j, k)."""
+    axes = [torch.arange(int(s), dtype=dtype, device=device) for s in shape]
+    return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).unsqueeze(0)
+
+
+def _points(displacement: torch.Tensor) -> torch.Tensor:
+    """``x + u(x)`` as sampling points ``(N, *S, D)``."""
+    ident = identity_voxel_points(displacement.shape[2:], dtype=displacement.dtype, device=displacement.device)
+    return ident + displacement.movedim(1, -1)
+
+
+def warp_voxels(
+    image: torch.Tensor,
+    displacement: torch.Tensor,
+    *,
+    interp: Interp | str = Interp.LINEAR,
+    padding: Padding | str = Padding.ZEROS,
+) -> torch.Tensor:
+    """Pull-warp ``image`` by a voxel displacement: ``out(x) = image(x + u(x))`` on the same grid.
+
+    Sampled with :func:`omnireg.core.sample`; differentiable in both arguments (linear interpolation).
+    Integer (label) images are sampled with nearest neighbour and keep their dtype.
+
+    Args:
+        image: ``(N, C, *S)`` (N may be 1 and is broadcast over the displacement's batch).
+        displacement: ``(N, D, *S)`` voxel units of the same grid, components (i, j, k).
+        interp: ``"linear"`` (default), ``"nearest"`` or ``"cubic"``.
+        padding: ``"zeros"`` (default: zero outside, linear fall-off over the outer half voxel, as
+            ``grid_sample``) or ``"border"`` (the nearest border value) where ``x + u(x)`` leaves the image.
+
+    Returns:
+        ``(max(N_image, N_u), C, *S)`` in ``image``'s dtype.
+
+    Raises:
+        TypeError, ValueError: on a non-tensor, or shapes that do not match.
+    """
+    _check_field(displacement, "displacement")
+    if not isinstance(image, torch.Tensor):
+        raise TypeError(f"image: expected a torch.Tensor (N, C, *S), got {type(image).__name__}")
+    if image.shape[2:] != displacement.shape[2:] or image.ndim != displacement.ndim:
+        raise ValueError(
+            f"image: expected spatial shape {tuple(displacement.shape[2:])} of the displacement, got {tuple(image.shape)}"
+        )
+    return sample(image, _points(displacement), interp=interp, padding=padding)
+
+
+def compose_displacements(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The displacement of ``a ∘ b`` (``b`` acts first): ``u(x) = u_b(x) + u_a(x + u_b(x))``.
+
+    Warping an image by the result equals warping it by ``a`` and then warping that by ``b``
+    (up to interpolation). ``u_a`` is interpolated linearly and extended by its border values beyond
+    the grid (module docstring).
+
+    Args:
+        a: ``(N, D, *S)`` voxel displacement (applied second).
+        b: ``(N, D, *S)`` voxel displacement on the same grid (applied first); batch 1 broadcasts.
+
+    Returns:
+        ``(N, D, *S)`` voxel displacement.
+    """
+    _check_field(a, "a")
+    _check_field(b, "b")
+    if a.shape[1:] != b.shape[1:]:
+        raise ValueError(f"a, b: expected displacements on one grid, got {tuple(a.shape)} and {tuple(b.shape)}")
+    return b + sample(a, _points(b), interp="linear", padding="border")
+
+
+def integrate_velocity_voxels(velocity: torch.Tensor, *, steps: int) -> torch.Tensor:
+    """Displacement of ``exp(v)`` by scaling and squaring, all in voxel units of ``v``'s grid.
+
+    ``u_0 = v / 2**steps``, ``u_{k+1} = u_k + u_k ∘ (id + u_k)``, computed by
+    :func:`omnireg.transforms.svf.integrate_velocity` on a unit-spacing identity grid (where world mm
+    are voxel units). ``v`` is first extended by its border values by ``r = ceil(max |v_a|) + 1`` voxels
+    on every side (at most the largest size of the grid) and the result cropped back: no point of the
+    squarings of the original grid travels farther than ``max |v_a|`` per axis, so this is the
+    integration of the border-extended velocity, which stays continuous at the edge and does not fold
+    there (module docstring). The inverse map is ``integrate_velocity_voxels(-v, steps=steps)``.
+
+    Args:
+        velocity: ``(N, D, *S)`` stationary velocity, voxel units, components (i, j, k).
+        steps: number of squarings (``0`` returns ``v``).
+
+    Returns:
+        ``(N, D, *S)`` voxel displacement; differentiable in ``velocity``.
+
+    Raises:
+        TypeError, ValueError: on a malformed field or a bad ``steps``.
+    """
+    _check_field(velocity, "velocity")
+    shape = tuple(velocity.shape[2:])
+    with torch.no_grad():
+        largest = float(velocity.abs().amax()) if velocity.numel() else 0.0
+    reach = min(int(math.ceil(largest)) + 1, max(shape)) if math.isfinite(largest) else 1
+    padded = F.pad(velocity, [reach] * (2 * len(shape)), mode="replicate")
+    u = integrate_velocity(padded, Grid(tuple(padded.shape[2:])), steps=steps)
+    return u[(slice(None), slice(None)) + tuple(slice(reach, reach + s) for s in shape)]
+
+
+def resize_displacement(displacement: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """A voxel displacement moved to another resolution of the same extent (module docstring).
+
+    Output voxel ``p`` samples the input (linear, border padding) at ``(p + 1/2) S_in / S_out - 1/2``
+    and the vectors are scaled by ``S_out / S_in`` per axis, so the map they describe is the same
+    (``2 u`` for a half-resolution field brought to full resolution). Downsampling by 2 averages pairs.
+
+    Args:
+        displacement: ``(N, D, *S_in)`` voxel units of its grid, components (i, j, k).
+        shape: ``S_out``, the target spatial shape.
+
+    Returns:
+        ``(N, D, *S_out)`` voxel units of the target grid.
+    """
+    _check_field(displacement, "displacement")
+    d = displacement.shape[1]
+    shape = tuple(int(s) for s in shape)
+    if len(shape) != d or min(shape) < 1:
+        raise ValueError(f"shape: expected {d} positive sizes, got {shape!r}")
+    s_in = tuple(displacement.shape[2:])
+    if shape == s_in:
+        return displacement
+    dt, dev = displacement.dtype, displacement.device
+    factor = torch.tensor([o / i for o, i in zip(shape, s_in)], dtype=dt, device=dev)
+    points = (identity_voxel_points(shape, dtype=dt, device=dev) + 0.5) / factor - 0.5
+    out = sample(displacement, points.expand(displacement.shape[0], *points.shape[1:]), interp="linear", padding="border")
+    return out * factor.view(1, d, *([1] * d))
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, ...]]:
+    """Zero-pad the spatial axes of ``x`` ``(N, C, *S)`` at their high end to multiples of ``multiple``.
+
+    Returns:
+        ``(padded, S)``: the padded tensor (voxel ``p`` unchanged) and the original spatial shape for
+        :func:`crop_to_shape`. ``x`` itself is returned when no padding is needed.
+    """
+    if not isinstance(multiple, int) or multiple < 1:
+        raise ValueError(f"multiple: expected a positive int, got {multiple!r}")
+    shape = tuple(int(s) for s in x.shape[2:])
+    extra = [(-s) % multiple for s in shape]
+    if not any(extra):
+        return x, shape
+    pad: list[int] = []
+    for e in reversed(extra):  # F.pad lists the last axis first
+        pad += [0, e]
+    return F.pad(x, pad), shape
+
+
+def crop_to_shape(x: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """The first ``shape`` voxels of every spatial axis of ``x`` ``(N, C, *S_pad)`` (undoes :func:`pad_to_multiple`)."""
+    shape = tuple(int(s) for s in shape)
+    if len(shape) != x.ndim - 2 or any(s > p for s, p in zip(shape, x.shape[2:])):
+        raise ValueError(f"shape: expected at most {tuple(x.shape[2:])} per axis, got {shape}")
+    return x[(slice(None), slice(None)) + tuple(slice(0, s) for s in shape)]
