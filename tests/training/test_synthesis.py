@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from omnireg.core import Grid
+from omnireg.networks.registration import warp_voxels
 from omnireg.training.labelmaps import LabelMapSet, NAMED_STRUCTURES, structure_lookup, t1_means
 from omnireg.training.synthesis import (
     SynthesisConfig,
     draw_contrast,
-    pull_voxels,
     random_displacement,
     synthesize,
     synthesize_pair,
@@ -67,7 +67,7 @@ def test_labels_and_image_share_the_deformation(maps):
     out = synthesize(maps.labels, maps.values, cfg, _gens(11))
     assert float(out.displacement.abs().max()) > 0.5
     assert out.labels.dtype == maps.labels.dtype
-    expected = pull_voxels(maps.labels, out.displacement, interp="nearest")
+    expected = warp_voxels(maps.labels, out.displacement, interp="nearest")
     assert torch.equal(out.labels, expected)
     # the image is piecewise constant on the deformed labels (no noise, no blur)
     img, lab = out.image[0, 0], out.labels[0, 0].long()
@@ -148,4 +148,4 @@ def test_synthesis_in_2d(maps):
     lab2d = maps.labels[:, :, :, :, 10]
     out = synthesize(lab2d, maps.values, SynthesisConfig(rotation_max_deg=5), _gens(1))
     assert out.image.shape == lab2d.shape and out.displacement.shape == (1, 2, 24, 28)
-    assert torch.equal(out.labels, pull_voxels(lab2d, out.displacement, interp="nearest"))
+    assert torch.equal(out.labels, warp_voxels(lab2d, out.displacement, interp="nearest"))

@@ -11,7 +11,7 @@
   never prints (the CLI turns events into a progress bar).
 - **Budget, validation, log**: ``max_minutes`` stops the run after the step that exhausts the time
   budget (checkpoint written, so ``resume`` continues exactly); ``validate(model, step)`` runs every
-  ``validate_every`` steps and at the end; ``log`` receives one JSON line per step (step, loss, loss
+  ``validate_every`` steps and at the end; ``log_path`` receives one JSON line per step (step, loss, loss
   terms, learning rate, time) and per validation.
 - **Data parallel**: with a :class:`~omnireg.training.distributed.DistContext` of several processes the
   model is wrapped in DDP (gradients averaged), the logged loss is the mean over processes, the stop
@@ -138,7 +138,7 @@ def fit(
     max_minutes: float | None = None,
     validate: Callable[[nn.Module, int], dict] | None = None,
     validate_every: int = 0,
-    log: str | Path | None = None,
+    log_path: str | Path | None = None,
     on_checkpoint: Callable[[int, "FitResult"], None] | None = None,
     dist: DistContext | None = None,
 ) -> FitResult:
@@ -159,7 +159,7 @@ def fit(
             that ends past it, with a checkpoint.
         validate: ``validate(model, step) -> dict`` of plain numbers (rank 0 only; model in eval mode, no grad).
         validate_every: steps between validations (0: only at the end); also run at the end.
-        log: JSON-lines file appended with ``{"step", "loss", "terms", "lr", "time_s"}`` per step and
+        log_path: JSON-lines file appended with ``{"step", "loss", "terms", "lr", "time_s"}`` per step and
             ``{"step", "validation": {...}}`` per validation (rank 0 only).
         on_checkpoint: ``on_checkpoint(step, result)`` after every checkpoint and at the end (rank 0 only),
             e.g. to write a usable model file.
@@ -182,7 +182,7 @@ def fit(
     if resume and ckpt is not None and ckpt.is_file():
         start = _resume(ckpt, model, opt, result, fit_plain, extra_state)
     net = dist.wrap(model, device)
-    writer = _JsonLines(log) if (log is not None and dist.is_main) else None
+    writer = _JsonLines(log_path) if (log_path is not None and dist.is_main) else None
 
     def save(step: int) -> None:
         if ckpt is None or not dist.is_main:

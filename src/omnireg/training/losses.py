@@ -36,7 +36,7 @@ from torch import nn
 
 from .. import regularizers as R
 from ..similarity import available_similarities, get_similarity
-from .synthesis import pull_voxels
+from ..networks.registration import warp_voxels
 
 __all__ = ["LossTerm", "RegTarget", "RegistrationBatch", "RegistrationLoss", "format_spec", "parse_spec", "soft_dice_loss"]
 
@@ -188,11 +188,11 @@ class RegistrationLoss(nn.Module):
     def _matching(self, fixed: torch.Tensor, moving: torch.Tensor, disp: torch.Tensor, fixed_oh, moving_oh,
                   spacing: Sequence[float]) -> dict[str, torch.Tensor]:
         """Per-term mean values of ``fixed`` vs ``moving`` pulled through ``disp`` (all on one grid)."""
-        warped = pull_voxels(moving, disp)
+        warped = warp_voxels(moving, disp)
         out = {}
         for t in self.terms:
             if t.name == DICE:
-                out[t.name] = soft_dice_loss(pull_voxels(moving_oh, disp), fixed_oh).mean()
+                out[t.name] = soft_dice_loss(warp_voxels(moving_oh, disp), fixed_oh).mean()
             else:
                 out[t.name] = self.measures[t.name].loss(fixed, warped, spacing=tuple(spacing)).mean()
         return out

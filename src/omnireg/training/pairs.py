@@ -30,7 +30,8 @@ from .distributed import DistContext
 from .labelmaps import LabelMapSet, structure_lookup
 from .loop import item_generator
 from .losses import RegistrationBatch
-from .synthesis import PairMode, SynthesisConfig, pull_voxels, random_displacement, synthesize, synthesize_pair
+from ..networks.registration import warp_voxels
+from .synthesis import PairMode, SynthesisConfig, random_displacement, synthesize, synthesize_pair
 
 __all__ = ["ImagePairs", "LabelMapPairs", "brain_slice_range", "validation_pairs"]
 
@@ -155,7 +156,7 @@ class ImagePairs:
             b = b + 1 if b >= a else b
             for idx, out in ((a, moving), (b, fixed)):
                 u = random_displacement(shape, self.synthesis, g, device=self.images.device)
-                out.append(pull_voxels(self.images[idx : idx + 1], u))
+                out.append(warp_voxels(self.images[idx : idx + 1], u))
         return RegistrationBatch(torch.cat(moving), torch.cat(fixed), None, None, self.spacing)
 
 

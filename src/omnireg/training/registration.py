@@ -39,7 +39,8 @@ from .labelmaps import LabelMapSet, read_prepared_index
 from .loop import FitConfig, FitResult, TrainEvent, fit
 from .losses import RegistrationBatch, RegistrationLoss, RegTarget
 from .pairs import ImagePairs, LabelMapPairs, validation_pairs
-from .synthesis import PairMode, SynthesisConfig, pull_voxels
+from ..networks.registration import warp_voxels
+from .synthesis import PairMode, SynthesisConfig
 
 __all__ = [
     "RegistrationTrainConfig",
@@ -182,7 +183,7 @@ def validate_registration(model: nn.Module, pairs: list[RegistrationBatch], clas
     with torch.no_grad():
         for p in pairs:
             out = model(p.moving, p.fixed)
-            warped = pull_voxels(p.moving_labels, out.displacement, interp="nearest")
+            warped = warp_voxels(p.moving_labels, out.displacement, interp="nearest")
             d = dice_per_structure(warped, p.fixed_labels, classes)
             per_struct.append(d)
             per_pair.append(float(torch.nanmean(d)))
@@ -287,7 +288,7 @@ def train_registration(
         return {"kind": kind, "training": settings, "data": data_meta, "steps_done": step,
                 "validation": last, "validation_history": result.validations,
                 "loss_last": result.losses[-1] if result.losses else None, "device": str(device),
-                "processes": dist.world_size, "torch": torch.__version__, "python": platform.python_version(),
+                "processes": dist.world_size, "torch": str(torch.__version__), "python": platform.python_version(),
                 "wall_s_this_run": round(time.time() - t0, 1), **(meta or {})}
 
     def on_checkpoint(step: int, result: FitResult) -> None:
@@ -296,7 +297,7 @@ def train_registration(
     validate = (lambda m, step: validate_registration(m, val, classes)) if val else None
     result = fit(model, make_batch, loss_fn, config.fit, checkpoint=ckpt, resume=resume,
                  extra_state=extra, progress=progress, max_minutes=max_minutes,
-                 validate=validate, validate_every=config.val_every, log=log_path, on_checkpoint=on_checkpoint, dist=dist)
+                 validate=validate, validate_every=config.val_every, log_path=log_path, on_checkpoint=on_checkpoint, dist=dist)
     final = model_meta(result.step, result)
     final["stopped_early"] = result.stopped_early
     if dist.is_main:

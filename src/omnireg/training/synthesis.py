@@ -5,7 +5,8 @@ From a label map of class indices the synthesiser makes an image and the label m
 1. **Deformation**: a random smooth diffeomorphism ``phi(x) = A(x + u(x))``: ``u`` integrates a
    stationary velocity field (normal noise on a coarse grid of ``deform_spacing_vox`` voxels, standard
    deviation drawn uniformly in ``[0, deform_std_max_vox]``, upsampled linearly) by scaling and squaring
-   with ``svf_steps`` steps (:func:`omnireg.transforms.svf.integrate_velocity`); ``A`` is an optional small
+   with ``svf_steps`` steps on a grid of half that spacing
+   (:func:`omnireg.networks.registration.integrate_velocity_voxels`), upsampled linearly to the full grid; ``A`` is an optional small
    affine about the centre. The labels are pulled through it with nearest neighbour
    (``labels_out(x) = labels_in(phi(x))``, integer dtype kept) and the image is rendered **from the
    deformed labels**, so image and labels share their geometry exactly.
@@ -39,10 +40,9 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from ..core import Grid, sample
 from ..core.enums import as_enum
 from ..core.filters import gaussian_blur
-from ..transforms.svf import integrate_velocity
+from ..networks.registration import integrate_velocity_voxels, warp_voxels
 from .labelmaps import t1_means
 
 __all__ = [
@@ -52,7 +52,6 @@ __all__ = [
     "SynthesizedImages",
     "SyntheticPair",
     "draw_contrast",
-    "pull_voxels",
     "random_displacement",
     "render_image",
     "synthesize",
@@ -168,20 +167,6 @@ def _device_generator(g: torch.Generator, device: torch.device) -> torch.Generat
     return torch.Generator(device=device).manual_seed(seed)
 
 
-def pull_voxels(data: torch.Tensor, displacement: torch.Tensor, *, interp: str = "linear") -> torch.Tensor:
-    """Pull-warp ``data`` ``(N, C, *S)`` by a voxel displacement ``(N, D, *S)``: ``out(x) = data(x + u(x))``.
-
-    Integer data are sampled with nearest neighbour and keep their dtype (:func:`omnireg.core.sample`);
-    points outside the grid give 0.
-    """
-    shape = tuple(data.shape[2:])
-    if tuple(displacement.shape[2:]) != shape or displacement.shape[1] != len(shape):
-        raise ValueError(f"displacement: expected (N, {len(shape)}, {', '.join(map(str, shape))}), got {tuple(displacement.shape)}")
-    axes = [torch.arange(s, dtype=displacement.dtype, device=displacement.device) for s in shape]
-    idx = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1)
-    return sample(data, idx.unsqueeze(0) + displacement.movedim(1, -1), interp=interp, padding="zeros")
-
-
 def _upsample(coarse: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
     mode = "bilinear" if len(shape) == 2 else "trilinear"
     return F.interpolate(coarse, size=tuple(shape), mode=mode, align_corners=True)
@@ -221,9 +206,9 @@ def random_displacement(
     # integrate on a grid of half the noise spacing (the field is that smooth), then upsample
     step = max(1.0, float(config.deform_spacing_vox) / 2)
     work_shape = [max(2, int(math.ceil((s - 1) / step)) + 1) for s in shape]
-    velocity = _upsample(noise, work_shape)
-    work_grid = Grid(tuple(work_shape), spacing=tuple((s - 1) / max(w - 1, 1) for s, w in zip(shape, work_shape)))
-    u = integrate_velocity(velocity, work_grid, steps=int(config.svf_steps)) if std > 0 else velocity
+    velocity = _upsample(noise, work_shape)  # in voxels of the full grid
+    sp = torch.tensor([(s - 1) / max(w - 1, 1) for s, w in zip(shape, work_shape)], dtype=dtype, device=device).view(1, d, *([1] * d))
+    u = integrate_velocity_voxels(velocity / sp, steps=int(config.svf_steps)) * sp if std > 0 else velocity
     u = _upsample(u, shape)
     affine = _random_affine(d, config, generator)
     if affine is None:
@@ -329,7 +314,7 @@ def synthesize(labels: torch.Tensor, values: torch.Tensor, config: SynthesisConf
             lab = _strip(lab, values)
         if deform:
             u = random_displacement(shape, config, g, device=labels.device)
-            lab = pull_voxels(lab, u, interp="nearest")
+            lab = warp_voxels(lab, u, interp="nearest")
         else:
             u = torch.zeros(1, len(shape), *shape, device=labels.device)
         means, stds = draw_contrast(values, config, g)
