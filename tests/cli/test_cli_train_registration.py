@@ -41,3 +41,26 @@ def test_train_registration_cli_user_errors(tiny_label_maps, tmp_path, capsys):
     assert "--model-options" in capsys.readouterr().err
     assert main(base + ["--label-maps", str(tmp_path)]) == 2
     assert "prepared.json" in capsys.readouterr().err
+
+
+def test_train_registration_on_real_images_without_labels(tmp_path, capsys):
+    import torch
+
+    from omnireg.core import Grid, Image
+    from omnireg.io import save_image
+
+    grid = Grid((16, 20, 16), spacing=(2.0, 2.0, 2.0))
+    paths = []
+    for k in range(3):
+        g = torch.Generator().manual_seed(k)
+        x = torch.nn.functional.interpolate(torch.rand(1, 1, 4, 5, 4, generator=g), size=(16, 20, 16), mode="trilinear")
+        save_image(Image(100 * x[0], grid), tmp_path / f"im{k}.nii.gz")
+        paths.append(str(tmp_path / f"im{k}.nii.gz"))
+    out = tmp_path / "img.pt"
+    argv = ["-q", "train", "registration", "--model", "voxelmorph", "--images", ",".join(paths), "--out", str(out),
+            "--loss", "ncc", "--steps", "2", "--model-options", TINY]
+    assert main(argv) == 0
+    _, meta = load_model(out)
+    assert meta["data"] == {"images": 3} and meta["validation"] is None and meta["steps_done"] == 2
+    assert main(argv[:-6] + ["--loss", "dice", "--steps", "2", "--force", "--model-options", TINY]) == 2
+    assert "dice term needs label maps" in capsys.readouterr().err

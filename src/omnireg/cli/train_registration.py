@@ -117,6 +117,8 @@ def run(args: argparse.Namespace) -> int:
     )
     images, spacing = _load_images(args.images) if args.images else (None, None)
     dist, device = init_distributed(args.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick the fastest convolutions
     progress = TrainProgress(dist.is_main and not getattr(args, "quiet", False), f"train {args.model} {args.ndim}D")
     try:
         meta = train_registration(config, out, label_maps=label_maps, images=images, image_spacing=spacing, device=device,

@@ -15,7 +15,9 @@ image (and its one-hot labels) pulled through the predicted displacement, compar
 Options: deep supervision on the output's coarser ``scales`` (images and labels average-pooled to each
 scale; ``(1 - a) L_full + a mean_k L_k``), the symmetric loss of diffeomorphic models (the fixed image
 pulled through the inverse compared with the moving one, averaged with the forward loss), and the
-regulariser on the velocity instead of the displacement. Every term is a mean over batch items of
+regulariser on the velocity instead of the displacement (its grid's spacing taken as ``spacing * S / S_v``
+per axis, ``S_v`` the velocity's shape: exact for the half-resolution fields of inputs whose size is a
+multiple of the network's stride). Every term is a mean over batch items of
 per-item values, so data-parallel gradient averaging equals the gradient of the global batch.
 
 Convention:

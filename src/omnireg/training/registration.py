@@ -269,6 +269,8 @@ def train_registration(
     device = torch.device(device)
     out = Path(out)
     ckpt, log_path = out.with_name(out.name + ".ckpt"), out.with_name(out.stem + ".log.jsonl")
+    if int(config.batch_size) % dist.world_size:
+        raise ValueError(f"batch_size: {config.batch_size} is not divisible by the number of processes {dist.world_size}")
     source, val, classes, data_meta = _training_data(config, label_maps, images, image_spacing, device)
     loss = RegistrationLoss(config.loss, config.reg, classes=classes, deep_supervision=config.deep_supervision,
                             symmetric=config.symmetric, reg_target=config.reg_target,
