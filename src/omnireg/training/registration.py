@@ -298,7 +298,7 @@ def train_registration(
                 "validation": last, "validation_history": result.validations,
                 "loss_last": result.losses[-1] if result.losses else None, "device": str(device),
                 "processes": dist.world_size, "torch": str(torch.__version__), "python": platform.python_version(),
-                "wall_s_this_run": round(time.time() - t0, 1), **(meta or {})}
+                "max_minutes": max_minutes, "wall_s_this_run": round(time.time() - t0, 1), **(meta or {})}
 
     def on_checkpoint(step: int, result: FitResult) -> None:
         save_model(out, model, kind=kind, meta=model_meta(step, result))
