@@ -1,4 +1,4 @@
-"""``omnireg train disa|mad``: train the learned similarity measures (checkpoints, resume, validation)."""
+"""``omnireg train disa|mad|registration``: train the learned similarity measures and registration networks."""
 
 from __future__ import annotations
 
@@ -26,7 +26,10 @@ class TrainProgress:
 
             self.bar = tqdm(total=ev.steps, initial=ev.step - 1, desc=self.desc, dynamic_ncols=True)
         self.bar.n = ev.step
-        self.bar.set_postfix(loss=f"{ev.loss:.4g}", lr=f"{ev.lr:.2g}", refresh=False)
+        if getattr(ev, "validation", None) and "dice" in ev.validation:
+            self.val = f"{ev.validation['dice']:.3f}"
+        extra = {"val_dice": self.val} if getattr(self, "val", None) else {}
+        self.bar.set_postfix(loss=f"{ev.loss:.4g}", lr=f"{ev.lr:.2g}", **extra, refresh=False)
         self.bar.refresh()
 
     def close(self) -> None:
@@ -36,8 +39,8 @@ class TrainProgress:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a learned similarity measure (disa, mad)",
-                       description="Train the learned similarity measures on CPU or CUDA.")
+    p = sub.add_parser("train", help="train a learned similarity measure (disa, mad) or a registration network",
+                       description="Train the learned similarity measures and registration networks on CPU or CUDA.")
     tsub = p.add_subparsers(dest="model", metavar="MODEL")
     tsub.required = True
     d = tsub.add_parser(
@@ -88,6 +91,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     if train_mad is not None:
         train_mad.add_arguments(m)
         m.set_defaults(func=train_mad.run)
+    from . import train_registration
+
+    r = tsub.add_parser(
+        "registration",
+        help="a registration network (voxelmorph, voxelmorph-diff, ...) on pairs synthesised from label maps",
+        description=train_registration.__doc__.split("\n\n", 1)[1].strip(),
+    )
+    train_registration.add_arguments(r)
+    r.set_defaults(func=train_registration.run)
 
 
 def run(args: argparse.Namespace) -> int:

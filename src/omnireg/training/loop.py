@@ -9,11 +9,19 @@
   step and loss history are written atomically to ``checkpoint``; ``resume=True`` continues from it.
 - **Progress**: ``progress(event)`` is called after every step with a :class:`TrainEvent`; the library
   never prints (the CLI turns events into a progress bar).
+- **Budget, validation, log**: ``max_minutes`` stops the run after the step that exhausts the time
+  budget (checkpoint written, so ``resume`` continues exactly); ``validate(model, step)`` runs every
+  ``validate_every`` steps and at the end; ``log_path`` receives one JSON line per step (step, loss, loss
+  terms, learning rate, time) and per validation.
+- **Data parallel**: with a :class:`~omnireg.training.distributed.DistContext` of several processes the
+  model is wrapped in DDP (gradients averaged), the logged loss is the mean over processes, the stop
+  decision is shared, and only rank 0 validates, logs and writes checkpoints.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import time
@@ -25,8 +33,9 @@ import torch
 from torch import nn
 
 from ..networks.store import atomic_torch_save, to_plain
+from .distributed import DistContext
 
-__all__ = ["FitConfig", "FitResult", "TrainEvent", "fit", "step_generator"]
+__all__ = ["FitConfig", "FitResult", "TrainEvent", "fit", "item_generator", "step_generator"]
 
 log = logging.getLogger(__name__)
 
@@ -73,21 +82,38 @@ class TrainEvent:
     loss: float
     lr: float
     elapsed_s: float
+    terms: dict = field(default_factory=dict)
+    validation: dict | None = None
 
 
 @dataclass
 class FitResult:
-    """What :func:`fit` did: per-step losses (of the whole run, resumed parts included)."""
+    """What :func:`fit` did: per-step losses and validations (of the whole run, resumed parts included).
+
+    ``stopped_early`` is true when ``max_minutes`` ended the run before ``config.steps``; ``step`` is the
+    number of steps done (the checkpoint's step).
+    """
 
     losses: list[float] = field(default_factory=list)
     steps_run: int = 0
     resumed_from: int = 0
     runtime_s: float = 0.0
+    validations: list[dict] = field(default_factory=list)
+    stopped_early: bool = False
+    step: int = 0
 
 
 def step_generator(seed: int, step: int) -> torch.Generator:
     """The generator of step ``step``: seeded from ``(seed, step)`` only (module docstring)."""
     return torch.Generator().manual_seed((int(seed) * 1_000_003 + int(step) * 7919 + 17) % (2**63 - 1))
+
+
+def item_generator(seed: int, step: int, item: int) -> torch.Generator:
+    """The generator of global batch item ``item`` at step ``step``: seeded from ``(seed, step, item)`` only.
+
+    Items drawn from it do not depend on the batch size or on how the batch is split between processes.
+    """
+    return torch.Generator().manual_seed((int(seed) * 1_000_003 + int(step) * 7919 + int(item) * 104_729 + 29) % (2**63 - 1))
 
 
 def _lr_at(config: FitConfig, step: int) -> float:
@@ -102,57 +128,64 @@ def _lr_at(config: FitConfig, step: int) -> float:
 def fit(
     model: nn.Module,
     make_batch: Callable[[int, torch.Generator], object],
-    loss_fn: Callable[[nn.Module, object], torch.Tensor],
+    loss_fn: Callable[[nn.Module, object], torch.Tensor | tuple[torch.Tensor, dict]],
     config: FitConfig,
     *,
     checkpoint: str | Path | None = None,
     resume: bool = False,
     extra_state: dict | None = None,
     progress: Callable[[TrainEvent], None] | None = None,
+    max_minutes: float | None = None,
+    validate: Callable[[nn.Module, int], dict] | None = None,
+    validate_every: int = 0,
+    log_path: str | Path | None = None,
+    on_checkpoint: Callable[[int, "FitResult"], None] | None = None,
+    dist: DistContext | None = None,
 ) -> FitResult:
-    """Train ``model`` for ``config.steps`` AdamW steps.
+    """Train ``model`` for ``config.steps`` AdamW steps (or until ``max_minutes``).
 
     Args:
-        model: the network (trained in place).
-        make_batch: ``make_batch(step, generator) -> batch``; must draw all randomness from ``generator``.
-        loss_fn: ``loss_fn(model, batch) -> scalar loss``.
+        model: the network (trained in place, on its own device).
+        make_batch: ``make_batch(step, generator) -> batch``; must draw all randomness from ``generator``
+            (or from :func:`item_generator` per item).
+        loss_fn: ``loss_fn(model, batch) -> loss`` or ``(loss, {"term": value, ...})``; the model passed is
+            the DDP wrapper when several processes run.
         config: the :class:`FitConfig`.
         checkpoint: file for checkpoints (``None``: none are written).
         resume: continue from ``checkpoint`` if it exists (its settings must match ``config``).
         extra_state: plain data saved in the checkpoint (e.g. the data split), checked on resume.
-        progress: called with a :class:`TrainEvent` after every step.
+        progress: called with a :class:`TrainEvent` after every step (rank 0 only).
+        max_minutes: time budget of this run in minutes (``None``: none); the run stops after the first step
+            that ends past it, with a checkpoint.
+        validate: ``validate(model, step) -> dict`` of plain numbers (rank 0 only; model in eval mode, no grad).
+        validate_every: steps between validations (0: only at the end); also run at the end.
+        log_path: JSON-lines file appended with ``{"step", "loss", "terms", "lr", "time_s"}`` per step and
+            ``{"step", "validation": {...}}`` per validation (rank 0 only).
+        on_checkpoint: ``on_checkpoint(step, result)`` after every checkpoint and at the end (rank 0 only),
+            e.g. to write a usable model file.
+        dist: the data-parallel context (``None``: one process).
 
     Returns:
         A :class:`FitResult`.
 
     Raises:
         ValueError: ``resume`` with a checkpoint written for a different configuration or model.
+        FloatingPointError: a non-finite loss.
     """
+    dist = dist or DistContext()
+    device = next(model.parameters()).device
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     result = FitResult()
     start = 0
     ckpt = Path(checkpoint) if checkpoint is not None else None
     fit_plain = to_plain(dataclasses.asdict(config))
     if resume and ckpt is not None and ckpt.is_file():
-        state = torch.load(ckpt, map_location="cpu", weights_only=True)
-        saved = state.get("fit_config", {})
-        differs = {k for k in fit_plain if k != "steps" and saved.get(k) != fit_plain[k]}
-        if differs:
-            raise ValueError(f"resume: checkpoint {ckpt} was written with different settings: {sorted(differs)}")
-        if extra_state is not None and state.get("extra") != to_plain(extra_state):
-            raise ValueError(f"resume: checkpoint {ckpt} was written for different data or model settings")
-        try:
-            model.load_state_dict(state["model"])
-        except RuntimeError as exc:
-            raise ValueError(f"resume: checkpoint {ckpt} does not match the model: {str(exc).splitlines()[0]}") from None
-        opt.load_state_dict(state["optimizer"])
-        start = int(state["step"])
-        result.losses = list(state.get("losses", []))
-        result.resumed_from = start
-        log.info("resumed from %s at step %d", ckpt, start)
+        start = _resume(ckpt, model, opt, result, fit_plain, extra_state)
+    net = dist.wrap(model, device)
+    writer = _JsonLines(log_path) if (log_path is not None and dist.is_main) else None
 
     def save(step: int) -> None:
-        if ckpt is None:
+        if ckpt is None or not dist.is_main:
             return
         atomic_torch_save(
             {
@@ -160,34 +193,116 @@ def fit(
                 "optimizer": opt.state_dict(),
                 "step": step,
                 "losses": result.losses,
+                "validations": result.validations,
                 "fit_config": fit_plain,
                 "extra": to_plain(extra_state) if extra_state is not None else None,
             },
             ckpt,
         )
+        if on_checkpoint is not None:
+            on_checkpoint(step, result)
+
+    def run_validation(step: int) -> dict | None:
+        if validate is None:
+            return None
+        record = None
+        if dist.is_main:
+            model.eval()
+            with torch.no_grad():
+                record = {"step": step, **validate(model, step)}
+            model.train()
+            result.validations.append(record)
+            if writer is not None:
+                writer.write({"step": step, "validation": record})
+        dist.barrier()
+        return record
 
     t0 = time.perf_counter()
+    budget_s = None if max_minutes is None else float(max_minutes) * 60.0
     model.train()
+    step = start
     for step in range(start, config.steps):
         lr = _lr_at(config, step)
         for group in opt.param_groups:
             group["lr"] = lr
         batch = make_batch(step, step_generator(config.seed, step))
-        loss = loss_fn(model, batch)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"training diverged: loss {float(loss)} at step {step}")
+        out = loss_fn(net, batch)
+        loss, terms = out if isinstance(out, tuple) else (out, {})
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        names = sorted(terms)
+        values = dist.mean(torch.stack([loss.detach().float()] + [torch.as_tensor(terms[k], device=loss.device).detach().float().reshape(()) for k in names]))
+        value = float(values[0])
+        if not math.isfinite(value):
+            raise FloatingPointError(f"training diverged: loss {value} at step {step}")
         if config.grad_clip > 0:
             nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         opt.step()
-        value = float(loss.detach())
         result.losses.append(value)
         result.steps_run += 1
-        if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps:
+        elapsed = time.perf_counter() - t0
+        term_values = {k: float(v) for k, v in zip(names, values[1:].tolist())}
+        if writer is not None:
+            writer.write({"step": step + 1, "loss": value, "terms": term_values, "lr": lr, "time_s": round(elapsed, 3)})
+        last = step + 1 == config.steps
+        over = dist.any(budget_s is not None and elapsed >= budget_s and not last, device)
+        record = None
+        if validate_every and (step + 1) % validate_every == 0 and not (last or over):
+            record = run_validation(step + 1)
+        if (step + 1) % config.checkpoint_every == 0 and not (last or over):
             save(step + 1)
-        if progress is not None:
-            progress(TrainEvent(step + 1, config.steps, value, lr, time.perf_counter() - t0))
+        if progress is not None and dist.is_main:
+            progress(TrainEvent(step + 1, config.steps, value, lr, elapsed, term_values, record))
+        if over:
+            result.stopped_early = True
+            log.info("time budget of %.1f min reached after step %d", max_minutes, step + 1)
+            break
+    done = step + 1 if config.steps > start else start
+    result.step = done
+    if done > start:
+        record = run_validation(done)
+        if record is not None and progress is not None and dist.is_main:
+            progress(TrainEvent(done, config.steps, result.losses[-1], _lr_at(config, done - 1), time.perf_counter() - t0, {}, record))
+        save(done)
     model.eval()
     result.runtime_s = time.perf_counter() - t0
+    if writer is not None:
+        writer.close()
     return result
+
+
+def _resume(ckpt: Path, model: nn.Module, opt: torch.optim.Optimizer, result: FitResult, fit_plain: dict,
+            extra_state: dict | None) -> int:
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    saved = state.get("fit_config", {})
+    differs = {k for k in fit_plain if k != "steps" and saved.get(k) != fit_plain[k]}
+    if differs:
+        raise ValueError(f"resume: checkpoint {ckpt} was written with different settings: {sorted(differs)}")
+    if extra_state is not None and state.get("extra") != to_plain(extra_state):
+        raise ValueError(f"resume: checkpoint {ckpt} was written for different data or model settings")
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        raise ValueError(f"resume: checkpoint {ckpt} does not match the model: {str(exc).splitlines()[0]}") from None
+    opt.load_state_dict(state["optimizer"])
+    start = int(state["step"])
+    result.losses = list(state.get("losses", []))
+    result.validations = list(state.get("validations", []))
+    result.resumed_from = start
+    result.step = start
+    log.info("resumed from %s at step %d", ckpt, start)
+    return start
+
+
+class _JsonLines:
+    """Appends one JSON object per line and flushes (the log survives a killed run)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.file = open(path, "a", encoding="utf-8")
+
+    def write(self, record: dict) -> None:
+        self.file.write(json.dumps(to_plain(record)) + "\n")
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()

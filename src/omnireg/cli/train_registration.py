@@ -1,0 +1,136 @@
+"""``omnireg train registration``: train a registration network (VoxelMorph, VoxelMorph-diff, ...).
+
+Training pairs are synthesised from a prepared label-map folder (``--label-maps``, written by
+``scripts/prepare_synthseg.py``: its ``train`` subjects train, its ``validation`` subjects give the
+validation Dice, its ``test`` subjects are never read) or taken from real images (``--images``).
+Writes ``--out`` (the model file, rewritten at every checkpoint), ``OUT.ckpt`` (for ``--resume``) and
+``<OUT stem>.log.jsonl`` (one JSON line per step and per validation). Data parallel with
+``torchrun --nproc-per-node N -m omnireg train registration ...`` (gloo on CPU, NCCL on CUDA).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from .common import command_line
+
+__all__ = ["add_arguments", "run"]
+
+log = logging.getLogger(__name__)
+
+
+def _json_dict(value: str, what: str) -> dict:
+    if not value:
+        return {}
+    try:
+        out = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{what}: expected a JSON object, got {value!r} ({exc.msg})") from None
+    if not isinstance(out, dict):
+        raise ValueError(f"{what}: expected a JSON object, got {value!r}")
+    return out
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the options of ``omnireg train registration`` to ``parser``."""
+    from ..training.registration import available_registration_models
+
+    parser.add_argument("--model", default="voxelmorph-diff", choices=available_registration_models(), help="network to train")
+    parser.add_argument("--label-maps", default=None, metavar="DIR", help="prepared label maps (folder with prepared.json)")
+    parser.add_argument("--images", default=None, metavar="LIST",
+                        help="real training images on one grid (text file, one path a line, or comma-separated)")
+    parser.add_argument("--out", "-o", required=True, help="model file to write (.pt)")
+    parser.add_argument("--ndim", type=int, choices=(2, 3), default=3, help="3D, or 2D slices of the 3D maps (default 3)")
+    parser.add_argument("--loss", default="lncc", help="weighted similarity terms, e.g. lncc, dice, 'mse:1,dice:1', 'deepsim:2,ncc:1'")
+    parser.add_argument("--reg", default="diffusion:1", help="weighted regulariser terms on the field in mm, e.g. 'diffusion:1', 'none'")
+    parser.add_argument("--reg-target", choices=("displacement", "velocity"), default="displacement",
+                        help="field the regulariser acts on (velocity: diffeomorphic models)")
+    parser.add_argument("--mode", choices=("random", "t1"), default="random", help="synthesised contrasts (default random)")
+    parser.add_argument("--pairs", choices=("inter", "intra"), default="inter", help="two subjects, or one subject twice")
+    parser.add_argument("--deep-supervision", type=float, default=0.0, help="weight of the coarser scales (pyramid models)")
+    parser.add_argument("--symmetric", action="store_true", help="also train the inverse direction (diffeomorphic models)")
+    parser.add_argument("--model-options", default="", help="JSON object of model config fields, e.g. '{\"enc_channels\": [8, 16]}'")
+    parser.add_argument("--similarity-options", default="", help="JSON object per similarity, e.g. '{\"lncc\": {\"window\": 7}}'")
+    parser.add_argument("--synthesis-options", default="", help="JSON object of SynthesisConfig fields, e.g. '{\"deform_std_max_vox\": 3}'")
+    parser.add_argument("--steps", type=int, default=2000, help="optimiser steps (default 2000)")
+    parser.add_argument("--max-minutes", type=float, default=None, help="stop (with a checkpoint and a model file) after this time")
+    parser.add_argument("--batch-size", type=int, default=1, help="pairs per step, all processes together (default 1)")
+    parser.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate (default 1e-4)")
+    parser.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay (default 0: Adam)")
+    parser.add_argument("--warmup", type=int, default=20, help="linear warm-up steps (default 20)")
+    parser.add_argument("--val-every", type=int, default=50, help="steps between validations (0: at the end)")
+    parser.add_argument("--checkpoint-every", type=int, default=25, help="steps between checkpoints (default 25)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the initial weights and of every batch")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT.ckpt")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing --out")
+
+
+def _load_images(value: str):
+    import torch
+
+    from ..core.intensity import robust_normalize
+    from ..io import load_image
+    from .train_mad import read_image_list
+
+    paths = read_image_list(value, "--images")
+    images = [load_image(p) for p in paths]
+    grid = images[0].grid
+    for p, img in zip(paths, images):
+        if not img.grid.same_as(grid, atol=1e-3) or img.channels != 1:
+            raise ValueError(f"--images: {p} is not a one-channel image on the grid of {paths[0]}")
+    data = torch.stack([robust_normalize(img.data[None].float())[0].clamp(0, 1) for img in images])
+    return data, tuple(grid.spacing)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train and save the model; returns 0. User errors raise ValueError/FileNotFoundError (one line)."""
+    import torch
+
+    from ..training.distributed import init_distributed, shutdown_distributed
+    from ..training.loop import FitConfig
+    from ..training.registration import RegistrationTrainConfig, train_registration
+    from ..training.synthesis import SynthesisConfig
+    from .common import input_path, output_path
+    from .train import TrainProgress
+
+    if args.label_maps is None and args.images is None:
+        raise ValueError("--label-maps: give prepared label maps, --images, or both")
+    label_maps = input_path(args.label_maps, "--label-maps") if args.label_maps else None
+    out = output_path(args.out, "--out", force=args.force or args.resume)
+    if args.threads:
+        torch.set_num_threads(int(args.threads))
+    synthesis = SynthesisConfig(mode=args.mode, **_json_dict(args.synthesis_options, "--synthesis-options"))
+    config = RegistrationTrainConfig(
+        model=args.model, model_options=_json_dict(args.model_options, "--model-options"), ndim=args.ndim,
+        loss=args.loss, reg=args.reg, reg_target=args.reg_target,
+        similarity_options=_json_dict(args.similarity_options, "--similarity-options"),
+        deep_supervision=args.deep_supervision, symmetric=args.symmetric, pairs=args.pairs, synthesis=synthesis,
+        batch_size=args.batch_size, val_every=args.val_every,
+        fit=FitConfig(steps=args.steps, lr=args.lr, weight_decay=args.weight_decay, warmup=args.warmup,
+                      seed=args.seed, checkpoint_every=args.checkpoint_every),
+    )
+    images, spacing = _load_images(args.images) if args.images else (None, None)
+    dist, device = init_distributed(args.device)
+    progress = TrainProgress(dist.is_main and not getattr(args, "quiet", False), f"train {args.model} {args.ndim}D")
+    try:
+        meta = train_registration(config, out, label_maps=label_maps, images=images, image_spacing=spacing, device=device,
+                                  resume=args.resume, max_minutes=args.max_minutes, progress=progress, dist=dist,
+                                  meta={"command": command_line(args)})
+    finally:
+        progress.close()
+        shutdown_distributed(dist)
+    if dist.is_main:
+        v = meta.get("validation") or {}
+        line = f"wrote {out}: {meta['steps_done']} steps, last loss {meta['loss_last']:.4g}"
+        if v:
+            line += f"; validation Dice {v['dice']:.3f} (affine only {v['dice_identity']:.3f}, {v['pairs']} pairs)"
+        if meta.get("stopped_early"):
+            line += " (stopped by --max-minutes; --resume continues)"
+        print(line, file=sys.stderr)
+    return 0
