@@ -43,7 +43,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", "-o", required=True, help="output folder (created if missing)")
     p.add_argument("--preset", choices=sorted(PRESETS), default=None, help="ready configuration (default: affine)")
     p.add_argument("--metric", default=None,
-                   help="similarity of every stage: mse, ncc, lncc, mi, nmi, ngf, lc2, mind, or the learned disa, mad "
+                   help="similarity of every stage: mse, ncc, lncc, mi, nmi, ngf, lc2, mind, or the learned disa, mad, deepsim "
                         "(mad: rigid/affine stages only)")
     p.add_argument("--weights", default=None,
                    help="model file (or packaged name) of the learned metric (default: the weights shipped with omnireg)")
@@ -69,15 +69,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 #: metrics whose measure is a trained network (``--weights`` applies to them)
-LEARNED_METRICS = ("disa", "mad")
+LEARNED_METRICS = ("disa", "mad", "deepsim")
 
 
 def _learned_levels(stage) -> tuple[list, list, None]:
     """Pyramid of a stage switched to a learned metric by ``--metric``.
 
     DISA resamples images to its model's 2 mm patch spacing and compares stride-4 feature maps, so a
-    level finer than 2 mm adds nothing: two levels (2x, 1x). MAD samples its patches at its own fixed
-    physical spacing and needs no pyramid: one level.
+    level finer than 2 mm adds nothing: two levels (2x, 1x). DeepSim computes its features at the
+    segmenter's spacing whatever the level (a coarser level only blurs its input): the same two levels.
+    MAD samples its patches at its own fixed physical spacing and needs no pyramid: one level.
     """
     if stage.metric == "mad":
         return [1], [int(stage.iterations[-1]) * 2], None
@@ -156,7 +157,7 @@ def build_config(args: argparse.Namespace):
     if args.metric and args.metric.lower() == "mad" and not args.levels:
         cfg.stages = mad_stages(cfg.stages)
     if getattr(args, "weights", None) and not any(st.metric in LEARNED_METRICS for st in cfg.stages):
-        raise CliError("--weights: no stage uses a learned metric (give --metric disa or --metric mad)")
+        raise CliError("--weights: no stage uses a learned metric (give --metric disa, mad or deepsim)")
     bad = [st.transform for st in cfg.stages if st.metric == "mad" and st.transform in ("bspline", "svf")]
     if bad:
         raise CliError(f"--metric: mad works for rigid and affine stages only, not {bad[0]} (use disa or mind)")
