@@ -13,7 +13,7 @@ from omnireg.networks.store import load_model, read_model_file
 from omnireg.training.distributed import DistContext
 from omnireg.training.labelmaps import LabelMapSet, read_prepared_index
 from omnireg.training.loop import FitConfig
-from omnireg.training.pairs import LabelMapPairs
+from omnireg.training.pairs import LabelMapImages, LabelMapPairs
 from omnireg.training.registration import (
     RegistrationTrainConfig,
     available_registration_models,
@@ -137,3 +137,14 @@ def test_two_processes_equal_one_process_with_the_same_global_batch(tiny_label_m
         torch.testing.assert_close(s2["state_dict"][k], v, rtol=1e-4, atol=1e-6)
         moved = max(moved, float((v - init[k]).abs().max()))
     assert moved > 1e-4  # the weights did change (the comparison is not trivially true)
+
+
+def test_single_image_batches_for_segmenters(tiny_label_maps):
+    index = read_prepared_index(tiny_label_maps)
+    maps = LabelMapSet.load(tiny_label_maps, index["split"]["train"])
+    source = LabelMapImages(maps, SynthesisConfig(), ndim=2)
+    images, labels = source.batch(0, 7, 2)
+    assert images.shape == labels.shape == (2, 1, 16, 20) and images.dtype == torch.float32
+    assert labels.dtype == torch.int64 and 0 < int(labels.max()) < source.classes
+    again = torch.cat([source.batch(0, 7, 2, DistContext(r, 2, r))[0] for r in range(2)])
+    assert torch.equal(images, again)

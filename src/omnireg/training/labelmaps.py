@@ -5,7 +5,10 @@ A *prepared* label-map set is a folder written by ``scripts/prepare_synthseg.py`
 ``prepared.json`` recording the grid, the split (train / validation / test subjects), the transforms
 and the provenance. :class:`LabelMapSet` loads the maps of some subjects into one tensor of
 **class indices** (``0 .. K-1``, ``K`` = number of distinct labels) on a device, with the table
-``values[k]`` = FreeSurfer number of class ``k``; synthesis and Dice work on class indices.
+``values[k]`` = FreeSurfer number of class ``k``; synthesis and Dice work on class indices. When the index
+names a ``tensor_file`` (:func:`write_label_tensors`: the training and validation maps as one tensor, with
+its SHA-256 in the index), the maps are read from it: no NIfTI reader is needed (a GPU machine without
+nibabel) and loading takes a fraction of a second.
 
 Convention:
     The 33 named labels of the SynthSeg table are background and the 32 structures of
@@ -37,12 +40,14 @@ __all__ = [
     "sha256_file",
     "structure_lookup",
     "t1_means",
+    "write_label_tensors",
     "write_prepared_index",
 ]
 
 log = logging.getLogger(__name__)
 
 PREPARED_FORMAT = "omnireg-prepared-label-maps"
+TENSORS_FORMAT = "omnireg-label-tensors"
 
 NAMED_STRUCTURES: dict[int, str] = {
     2: "Left-Cerebral-White-Matter", 3: "Left-Cerebral-Cortex", 4: "Left-Lateral-Ventricle",
@@ -199,19 +204,14 @@ class LabelMapSet:
             FileNotFoundError, ValueError: a missing folder, index or file; a subject not in the index; a map
                 whose grid differs from the index's grid; a label missing from ``values``.
         """
-        from ..io import load_image
-
         index = read_prepared_index(folder)
         grid = Grid.from_dict(index["grid"])
-        arrays = []
         for name in subjects:
-            entry = index["subjects"].get(name)
-            if entry is None:
+            if name not in index["subjects"]:
                 raise ValueError(f"subjects: {name!r} is not in {Path(folder) / 'prepared.json'}")
-            img = load_image(Path(folder) / entry["file"])
-            if not img.grid.same_as(grid, atol=1e-3):
-                raise ValueError(f"label_maps: {entry['file']} is not on the index's grid {grid!r}")
-            arrays.append(img.data[0].numpy().astype(np.int64))
+        arrays = _read_tensors(Path(folder), index, subjects)
+        if arrays is None:
+            arrays = [_read_nifti(Path(folder), index["subjects"][name]["file"], grid) for name in subjects]
         table = np.asarray(values if values is not None else index.get("label_values") or class_table(arrays), dtype=np.int64)
         labels = _to_classes(arrays, table)
         sha = sha256_file(Path(folder) / "prepared.json")
@@ -231,6 +231,42 @@ class LabelMapSet:
 
     def to(self, device: str | torch.device) -> "LabelMapSet":
         return LabelMapSet(self.names, self.labels.to(device), self.values.to(device), self.grid, self.index_sha256)
+
+
+def _read_nifti(folder: Path, file: str, grid: Grid) -> np.ndarray:
+    from ..io import load_image
+
+    img = load_image(folder / file)
+    if not img.grid.same_as(grid, atol=1e-3):
+        raise ValueError(f"label_maps: {file} is not on the index's grid {grid!r}")
+    return img.data[0].numpy().astype(np.int64)
+
+
+def _read_tensors(folder: Path, index: dict, subjects: Sequence[str]) -> list[np.ndarray] | None:
+    """The maps of ``subjects`` from the index's tensor file, or None when there is none (or it lacks one)."""
+    name = index.get("tensor_file")
+    if not name or not (folder / name).is_file():
+        return None
+    if sha256_file(folder / name) != index.get("tensor_sha256"):
+        raise ValueError(f"label_maps: {folder / name} does not match the SHA-256 recorded in prepared.json")
+    data = torch.load(folder / name, map_location="cpu", weights_only=True)
+    if data.get("format") != TENSORS_FORMAT or any(s not in data["names"] for s in subjects):
+        return None
+    pos = {n: i for i, n in enumerate(data["names"])}
+    return [data["labels"][pos[s]].numpy().astype(np.int64) for s in subjects]
+
+
+def write_label_tensors(folder: str | Path, names: Sequence[str], arrays: Sequence[np.ndarray], file: str = "labels.pt") -> tuple[str, str]:
+    """Save label maps (FreeSurfer numbers, one grid) as one int16 tensor file in ``folder``.
+
+    Returns:
+        ``(file, sha256)``: record them as ``tensor_file`` and ``tensor_sha256`` in the index.
+    """
+    from ..networks.store import atomic_torch_save
+
+    labels = torch.from_numpy(np.stack([np.asarray(a, dtype=np.int16) for a in arrays]))
+    atomic_torch_save({"format": TENSORS_FORMAT, "names": list(names), "labels": labels}, Path(folder) / file)
+    return file, sha256_file(Path(folder) / file)
 
 
 def _to_classes(arrays: Sequence[np.ndarray], table: np.ndarray) -> torch.Tensor:

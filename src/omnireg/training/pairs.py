@@ -11,6 +11,8 @@ processes, and a resumed run sees the batches an uninterrupted run would have se
   subjects are cut at the same index (the maps share one aligned grid).
 - :class:`ImagePairs`: two different real images (all on one grid, intensities scaled to ``[0, 1]``),
   each pulled through its own random deformation; no labels.
+- :class:`LabelMapImages`: single synthesised images with their structure labels (segmentation training,
+  e.g. DeepSim's segmenter), drawn the same way.
 - :func:`validation_pairs`: the ordered pairs of held-out subjects, synthesised once without deformation
   (their own anatomy), with their structure labels, for Dice.
 
@@ -33,7 +35,7 @@ from .losses import RegistrationBatch
 from ..networks.registration import warp_voxels
 from .synthesis import PairMode, SynthesisConfig, random_displacement, synthesize, synthesize_pair
 
-__all__ = ["ImagePairs", "LabelMapPairs", "brain_slice_range", "validation_pairs"]
+__all__ = ["ImagePairs", "LabelMapImages", "LabelMapPairs", "brain_slice_range", "validation_pairs"]
 
 
 def brain_slice_range(labels: torch.Tensor, axis: int, margin: float) -> tuple[int, int]:
@@ -124,6 +126,46 @@ class LabelMapPairs:
         cat = lambda name: torch.cat([getattr(p, name) for p in items])  # noqa: E731
         return RegistrationBatch(cat("moving"), cat("fixed"), self.lut[cat("moving_labels").long()],
                                  self.lut[cat("fixed_labels").long()], self.spacing)
+
+
+@dataclass
+class LabelMapImages:
+    """Batches of single synthesised images and their structure labels (for training segmenters).
+
+    Args: as :class:`LabelMapPairs` (without ``pairs``).
+    """
+
+    maps: LabelMapSet
+    synthesis: SynthesisConfig
+    ndim: int = 3
+    axis: int = 2
+    slice_margin: float = 0.2
+
+    def __post_init__(self) -> None:
+        self._pairs = LabelMapPairs(self.maps, self.synthesis, "intra", self.ndim, self.axis, self.slice_margin)
+
+    @property
+    def classes(self) -> int:
+        return self._pairs.classes
+
+    @property
+    def spacing(self) -> tuple[float, ...]:
+        return self._pairs.spacing
+
+    def batch(self, seed: int, step: int, global_batch: int, dist: DistContext | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """This rank's share of the global batch of ``step``: images ``(n, 1, *S)`` and structure labels ``(n, 1, *S)``."""
+        dist = dist or DistContext()
+        images, labels = [], []
+        for i in dist.shard(global_batch):
+            g = item_generator(seed, step, i)
+            a, _, z = self._pairs._draw(g)
+            src = self.maps.labels[a : a + 1]
+            if z is not None:
+                src = _cut(src, self.axis, z)
+            out = synthesize(src, self.maps.values, self.synthesis, [g])
+            images.append(out.image)
+            labels.append(self._pairs.lut[out.labels.long()])
+        return torch.cat(images), torch.cat(labels)
 
 
 @dataclass

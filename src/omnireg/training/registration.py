@@ -167,14 +167,13 @@ def dice_per_structure(warped: torch.Tensor, fixed: torch.Tensor, classes: int) 
     """
     n = fixed.shape[0]
     w, f = warped.reshape(n, -1).long(), fixed.reshape(n, -1).long()
-    out = torch.full((n, classes - 1), float("nan"), dtype=torch.float64)
+    cols = []
     for c in range(1, classes):
         a, b = w == c, f == c
         nb = b.sum(1)
-        inter = (a & b).sum(1).double()
-        dice = 2 * inter / (a.sum(1) + nb).clamp_min(1).double()
-        out[:, c - 1] = torch.where(nb > 0, dice.cpu(), torch.tensor(float("nan"), dtype=torch.float64))
-    return out
+        dice = 2 * (a & b).sum(1).double() / (a.sum(1) + nb).clamp_min(1).double()
+        cols.append(torch.where(nb > 0, dice, torch.full_like(dice, float("nan"))))
+    return torch.stack(cols, dim=1).cpu() if cols else torch.zeros(n, 0, dtype=torch.float64)
 
 
 def validate_registration(model: nn.Module, pairs: list[RegistrationBatch], classes: int) -> dict:
@@ -195,8 +194,8 @@ def validate_registration(model: nn.Module, pairs: list[RegistrationBatch], clas
 
 # ------------------------------------------------------------------------------------------- training
 def _build(config: RegistrationTrainConfig, device: torch.device) -> nn.Module:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(config.fit.seed))
+    with torch.random.fork_rng(devices=[]):  # seeded initialisation; the global CPU generator is restored after
+        torch.random.default_generator.manual_seed(int(config.fit.seed))
         model = build_registration_model(config.model, config.ndim, **config.model_options)
     return model.to(device)
 
