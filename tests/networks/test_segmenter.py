@@ -22,6 +22,15 @@ from omnireg.networks.store import load_model, save_model
 TINY = {"enc_channels": (4, 8, 8), "dec_channels": (8, 8, 4, 4)}
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny convolutions: one thread (two threads on a busy 2-core machine wait on each other per op)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def threshold_segmenter(ndim: int, labels=(0, 17)) -> Segmenter:
     """A segmenter whose weights pass the image through (centre taps) so that class 1 = intensity > 0.5.
 
