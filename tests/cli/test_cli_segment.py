@@ -15,7 +15,7 @@ from omnireg.io import load_image, save_image
 from omnireg.networks.segmenter import Segmenter, SegmenterConfig
 from omnireg.networks.store import load_model, read_model_file, save_model
 
-TINY = {"enc_channels": (4, 8, 8), "dec_channels": (8, 8, 4, 4)}
+TINY = {"enc_channels": (4, 8, 8), "dec_channels": (8, 8, 4, 4), "norm": "none"}
 
 
 @pytest.fixture(autouse=True)
@@ -89,7 +89,7 @@ def test_train_segmenter_cli_runs_three_steps_records_its_command_and_resumes(ti
     out = tmp_path / "seg.pt"
     argv = ["-q", "train", "segmenter", "--label-maps", str(tiny_label_maps), "--out", str(out), "--ndim", "2",
             "--steps", "3", "--val-every", "2", "--batch-size", "2", "--warmup", "1", "--checkpoint-every", "1",
-            "--model-options", json.dumps({k: list(v) for k, v in TINY.items()})]
+            "--model-options", json.dumps({k: list(v) for k, v in TINY.items() if k != "norm"})]
     assert main(argv) == 0
     model, meta = load_model(out, kind="segmenter")
     assert model.config.ndim == 2 and meta["steps_done"] == 3
@@ -104,3 +104,19 @@ def test_train_segmenter_cli_runs_three_steps_records_its_command_and_resumes(ti
     assert main(["train", "segmenter", "--label-maps", str(tiny_label_maps), "--out", str(tmp_path / "x.pt"),
                  "--model-options", '{"labels": [0, 1]}']) == 2
     assert "reserved" in capsys.readouterr().err
+
+
+def test_register_with_metric_deepsim_and_a_weights_file(tmp_path, capsys):
+    from omnireg.data import sample_path
+
+    torch.manual_seed(0)
+    weights = save_model(tmp_path / "seg2d.pt", Segmenter(SegmenterConfig(ndim=2, **{**TINY, "norm": "batch"})).eval(),
+                         kind="segmenter")
+    res = tmp_path / "res"
+    code = main(["-q", "register", str(sample_path("t1_2d")), str(sample_path("pd_2d")), "--out", str(res), "--metric", "deepsim",
+                 "--weights", str(weights), "--transform", "bspline", "--no-report", "--iterations", "3"])
+    assert code == 0, capsys.readouterr().err
+    summary = json.loads((res / "result.json").read_text())
+    assert [s["metric"] for s in summary["config"]["stages"]] == ["deepsim"] * 3  # rigid, affine, bspline
+    assert all(s["metric_options"]["weights"] == str(weights) for s in summary["config"]["stages"])
+    assert np.isfinite(summary["metric_after"]["deepsim"]) and (res / "deformation.nii.gz").is_file()

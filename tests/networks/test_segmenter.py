@@ -19,7 +19,7 @@ from omnireg.networks.segmenter import (
 )
 from omnireg.networks.store import load_model, save_model
 
-TINY = {"enc_channels": (4, 8, 8), "dec_channels": (8, 8, 4, 4)}
+TINY = {"enc_channels": (4, 8, 8), "dec_channels": (8, 8, 4, 4), "norm": "none"}
 
 
 @pytest.fixture(autouse=True)
@@ -163,3 +163,21 @@ def test_predicted_labels_follow_an_oblique_anisotropic_input_grid():
     # disagreement only within 2.5 mm of the sphere (the 2 mm model grid and the interpolation)
     assert float(wrong.float().mean()) < 0.05
     assert float((dist[wrong] - 18.0).abs().max()) < 2.5
+
+
+def test_normalisation_option_of_the_unet():
+    from omnireg.networks.unet import UNet
+
+    plain = UNet(2, 1, (4, 8), (8, 8, 4))
+    batch = UNet(2, 1, (4, 8), (8, 8, 4), norm="batch")
+    assert all(".norm." not in k for k in plain.state_dict())  # VoxelMorph's parameter names are unchanged
+    assert {k for k in batch.state_dict() if ".norm." not in k} == set(plain.state_dict())
+    assert isinstance(batch.encoder[0].norm, torch.nn.BatchNorm2d)
+    assert isinstance(UNet(3, 1, (4,), (4,), norm="instance").encoder[0].norm, torch.nn.InstanceNorm3d)
+    with pytest.raises(ValueError, match="norm"):
+        UNet(2, 1, (4,), (4,), norm="layer")
+    # the segmenter's default: batch normalisation, a fixed affine map in eval mode (batch-independent features)
+    torch.manual_seed(0)
+    net = Segmenter(SegmenterConfig(ndim=2, enc_channels=(4, 8, 8), dec_channels=(8, 8, 4, 4))).eval()
+    x = torch.rand(3, 1, 16, 16)
+    torch.testing.assert_close(net.features(x[:1])[1], net.features(x)[1][:1])

@@ -16,6 +16,12 @@ from omnireg.similarity.deepsim import DeepSimFeatures, cosine_map, deepsim_feat
 TINY = {"enc_channels": (4, 8, 8), "dec_channels": (8, 8, 4, 4)}
 
 
+def _decoder(net, x):
+    """The U-Net's last decoder features of ``x`` zero-padded at the high end to the stride 8, cropped back."""
+    h, w = x.shape[2:]
+    return net.unet(torch.nn.functional.pad(x, (0, (-w) % 8, 0, (-h) % 8)))[..., :h, :w]
+
+
 @pytest.fixture(scope="module")
 def weights_2d(tmp_path_factory):
     torch.manual_seed(0)
@@ -31,8 +37,10 @@ def weights_3d(tmp_path_factory):
 
 
 def test_registered_by_name_with_its_options(weights_2d):
-    m = get_similarity("deepsim", weights=weights_2d, levels=[2, 0])
-    assert isinstance(m, DeepSim) and m.options()["levels"] == (0, 2) and m.options()["weights"] == weights_2d
+    m = get_similarity("deepsim", weights=weights_2d, levels=["decoder", 2, 0])
+    assert isinstance(m, DeepSim) and m.options()["levels"] == (0, 2, "decoder") and m.options()["weights"] == weights_2d
+    with pytest.raises(ValueError, match="levels"):
+        DeepSim(levels=["encoder"])
     with pytest.raises(ValueError, match="engine_level"):
         DeepSim(engine_level=-1)
 
@@ -54,11 +62,16 @@ def test_an_image_with_itself_is_the_maximum_one_and_the_measure_is_symmetric(wh
 def test_formula_mean_over_levels_of_the_mean_cosine(weights_2d, field):
     a = field((24, 20), seed=3, dtype=torch.float32)
     b = field((24, 20), seed=4, dtype=torch.float32)
-    m = DeepSim(weights=weights_2d, normalize=False)
+    m = DeepSim(weights=weights_2d, normalize=False, levels=(0, 1, 2))
     net = m.network(2)
     fa, fb = net.features(a), net.features(b)
     expected = sum(float(torch.nn.functional.cosine_similarity(x, y, dim=1, eps=1e-12).mean()) for x, y in zip(fa, fb)) / 3
     assert float(m(a, b)) == pytest.approx(expected, abs=1e-6)
+    # the default: the last decoder layer (the class head's input) at full resolution
+    d = DeepSim(weights=weights_2d, normalize=False)
+    assert d.levels == ("decoder",)
+    da, db = _decoder(net, a), _decoder(net, b)
+    assert float(d(a, b)) == pytest.approx(float(torch.nn.functional.cosine_similarity(da, db, dim=1).mean()), abs=1e-6)
     # a level subset averages only those levels
     m1 = DeepSim(weights=weights_2d, normalize=False, levels=(1,))
     assert float(m1(a, b)) == pytest.approx(float(torch.nn.functional.cosine_similarity(fa[1], fb[1], dim=1).mean()), abs=1e-6)
@@ -125,7 +138,7 @@ def test_scores_equal_forward_with_the_fixed_features_computed_once(weights_2d, 
 
 
 def test_engine_features_are_unit_vectors_of_every_level_on_the_engine_level_grid(weights_2d, field):
-    m = DeepSim(weights=weights_2d, normalize=False, engine_level=1)
+    m = DeepSim(weights=weights_2d, normalize=False, engine_level=1, levels=(0, 1, 2))
     grid = Grid((30, 22), spacing=(1.0, 1.0), origin=(5.0, -3.0))
     x = field((30, 22), seed=14, dtype=torch.float32)
     feats, fgrid = m.feature_level(x, grid)
@@ -138,6 +151,11 @@ def test_engine_features_are_unit_vectors_of_every_level_on_the_engine_level_gri
     sim = m.feature_similarity()
     assert isinstance(sim, DeepSimFeatures) and sim.groups == (4, 8, 8) and sim.pointwise and sim.mean_over_fixed
     torch.testing.assert_close(sim(feats, feats), torch.ones(1), rtol=0, atol=1e-5)
+    # the decoder level is pooled onto the engine grid like encoder level 0
+    dec, _ = DeepSim(weights=weights_2d, normalize=False, levels=("decoder",)).feature_level(x, grid)
+    dx = _decoder(net, x)
+    unit = dx / dx.norm(dim=1, keepdim=True).clamp_min(1e-6)
+    torch.testing.assert_close(dec, torch.nn.functional.avg_pool2d(unit, 2))
 
 
 def test_engine_recovers_a_known_translation_of_a_2d_image(weights_2d, field):

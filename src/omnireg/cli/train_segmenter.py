@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=2000, help="optimiser steps (default 2000)")
     parser.add_argument("--max-minutes", type=float, default=None, help="stop (with a checkpoint and a model file) after this time")
     parser.add_argument("--batch-size", type=int, default=1, help="images per step, all processes together (default 1)")
-    parser.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default 1e-3)")
+    parser.add_argument("--lr", type=float, default=3e-3, help="AdamW learning rate (default 3e-3)")
     parser.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay (default 0)")
     parser.add_argument("--warmup", type=int, default=20, help="linear warm-up steps (default 20)")
     parser.add_argument("--ce-weight", type=float, default=0.0, help="weight of a cross-entropy term added to the soft Dice loss (default 0)")

@@ -1,22 +1,31 @@
-"""DeepSim: a semantic similarity from the encoder features of a frozen segmentation network.
+"""DeepSim: a semantic similarity from the features of a frozen segmentation network.
 
 Czolbe, Krause, Feragen, "Semantic similarity metrics for learned image registration" (MIDL 2021). A
 segmenter (:class:`omnireg.networks.segmenter.Segmenter`) is trained first and frozen; the similarity of
-two images on the same grid is the mean, over the chosen encoder levels ``l in L`` and over voxels, of
-the cosine similarity of their feature vectors::
+two images on the same grid is the mean, over the chosen feature levels ``l in L`` and over voxels, of the
+cosine similarity of their feature vectors::
 
     DeepSim(F, M) = 1/|L| sum_{l in L} [ sum_x w_l(x) cos(f_l(F)(x), f_l(M)(x)) / sum_x w_l(x) ]
     cos(a, b)     = <a, b> / (max(|a|, eps) max(|b|, eps)),   eps = 1e-6
 
-``f_l`` is encoder level ``l`` (``(N, C_l, *ceil(S / 2**l))``: 32, 64, 128 channels at strides 1, 2, 4 for
-the default segmenter) and ``w_l`` the mask weights averaged over each level's voxel cells (``w = 1``
-without a mask). The value lies in ``[-1, 1]`` (higher is better), is 1 for two identical images and is
-symmetric in ``F`` and ``M``; ``loss = -DeepSim`` (the base class's convention). The segmenter's parameters
-never receive gradients; gradients flow through it to the images.
+A level is an encoder level ``l`` (``(N, C_l, *ceil(S / 2**l))``: 32, 64, 128 channels at strides 1, 2, 4
+for the default segmenter; the reference compares all of them) or ``"decoder"``, the segmenter's last
+decoder layer (16 channels at full resolution, the input of its class head). ``w_l`` are the mask weights
+averaged over each level's voxel cells (``w = 1`` without a mask). The value lies in ``[-1, 1]`` (higher is
+better), is 1 for two identical images and is symmetric in ``F`` and ``M``; ``loss = -DeepSim`` (the base
+class's convention). The segmenter's parameters never receive gradients; gradients flow through it to the
+images.
 
-omnireg's segmenters are trained on images synthesised from label maps with a random contrast per image,
-so their features describe anatomy rather than intensities: DeepSim is meant as a multimodal similarity.
-How far that holds is a property of the trained weights, measured in the tests and the benchmark.
+Which levels (decided by measurement): omnireg's segmenters are trained on images synthesised from label
+maps with a random contrast per image, so that DeepSim can compare images of different contrasts. The
+encoder's levels do not reach that: on 2D phantoms (a segmenter trained 300 steps, validation Dice 0.69;
+``tests/similarity/test_deepsim_trained.py``) the mean encoder cosine of two contrasts of the *same* anatomy
+(0.78, 0.73, 0.76 at levels 0-2) is below that of one contrast shifted by a smooth 2-voxel deformation
+(0.84, 0.82, 0.86), and a B-spline registration across contrasts with the encoder levels lowered the label
+Dice from 0.68 to 0.27-0.33; the last decoder layer ranks them right (0.95 against 0.94; 0.88 for the other
+contrast misaligned) and the same registration raised the Dice to 0.75 (engine) / 0.81 (network-style
+optimisation; MI: 0.87). The default is therefore ``levels=("decoder",)``; ``levels=(0, 1, 2)`` is the
+reference's choice (single-contrast data).
 
 Frame and intensities (decided here, the same in every mode): images are scaled per item to their robust
 [0.5, 99.5] % range and clipped to ``[0, 1]`` (``normalize=True``; the synthesised training images lie in
@@ -35,10 +44,11 @@ Two modes:
   (:meth:`DeepSim.feature_level`, :meth:`DeepSim.feature_similarity`, :meth:`DeepSim.scores`; the same
   attributes DISA offers) computes the features of both images **once per pyramid level** and warps the
   moving features, not the image, at every iteration. All chosen levels are brought onto the grid of encoder
-  level ``engine_level`` (default 1: stride 2, 4 mm for a 2 mm segmenter; finer levels average-pooled,
-  coarser ones interpolated linearly, each vector scaled to unit length first) and concatenated;
-  :class:`DeepSimFeatures` takes the mean over levels of the per-level cosine of the interpolated vectors.
-  Memory: ``sum C_l`` (224) floats per node of that grid per image (about 100 MB for a 2 mm brain).
+  level ``engine_level`` (default 1: stride 2, 4 mm for a 2 mm segmenter; finer levels and the decoder
+  average-pooled, coarser ones interpolated linearly, each vector scaled to unit length first) and
+  concatenated; :class:`DeepSimFeatures` takes the mean over levels of the per-level cosine of the
+  interpolated vectors. Memory: ``sum C_l`` floats per node of that grid per image (16 for the decoder,
+  224 for the three encoder levels: about 100 MB for a 2 mm brain).
 """
 
 from __future__ import annotations
@@ -63,6 +73,8 @@ __all__ = ["DeepSim", "DeepSimFeatures", "cosine_map", "deepsim_features", "pool
 log = logging.getLogger(__name__)
 
 EPS = 1e-6
+DEFAULT_LEVELS: tuple[int | str, ...] = ("decoder",)
+"""The feature levels compared by default (module docstring: measured against the encoder levels)."""
 
 
 def cosine_map(a: torch.Tensor, b: torch.Tensor, *, eps: float = EPS) -> torch.Tensor:
@@ -183,27 +195,25 @@ class DeepSim(SimilarityMeasure):
     Args:
         weights: a segmenter model file, a packaged model name, or ``None`` for the shipped
             ``segmenter_2d`` / ``segmenter_3d``.
-        levels: encoder levels compared (default: all; ``(0, 1, 2)`` for the default segmenter).
+        levels: feature levels compared: encoder levels (ints) and/or ``"decoder"`` (default
+            ``("decoder",)``; the reference's choice is every encoder level, ``(0, 1, 2)``).
         normalize: scale every image to its robust ``[0, 1]`` range (clipped) before the segmenter.
         engine_level: the encoder level whose grid the registration engine compares features on.
     """
 
     metric = Metric.DEEPSIM.value
 
-    def __init__(self, *, weights: str | Path | None = None, levels: Sequence[int] | None = None,
+    def __init__(self, *, weights: str | Path | None = None, levels: Sequence[int | str] | None = None,
                  normalize: bool = True, engine_level: int = 1) -> None:
         super().__init__()
         if weights is not None and not isinstance(weights, (str, Path)):
             raise TypeError(f"weights: expected a path, a packaged model name or None, got {type(weights).__name__}")
         self.weights = None if weights in (None, "") else str(weights)
         if levels is not None:
-            try:
-                levels = tuple(sorted({int(v) for v in levels}))
-            except (TypeError, ValueError):
-                raise TypeError(f"levels: expected a sequence of encoder levels, got {levels!r}") from None
-            if not levels or levels[0] < 0:
-                raise ValueError(f"levels: expected encoder levels >= 0, got {levels!r}")
-        self.levels = levels
+            from ..networks.segmenter import parse_levels
+
+            levels = parse_levels(levels)
+        self.levels = DEFAULT_LEVELS if levels is None else levels
         self.normalize = bool(normalize)
         if isinstance(engine_level, bool) or not isinstance(engine_level, (int, np.integer)) or engine_level < 0:
             raise ValueError(f"engine_level: expected an encoder level >= 0, got {engine_level!r}")
@@ -278,7 +288,7 @@ class DeepSim(SimilarityMeasure):
             ``engine_level`` of :func:`~omnireg.networks.segmenter.model_grid` ``(grid)`` (module docstring),
             or on ``grid`` when ``dense``. Computed without gradients.
         """
-        from ..networks.segmenter import feature_grid, model_grid
+        from ..networks.segmenter import DECODER, feature_grid, model_grid
 
         with torch.no_grad():
             x = data[:, :1].float()
@@ -287,10 +297,11 @@ class DeepSim(SimilarityMeasure):
             level_e = min(self.engine_level, net.levels - 1)
             target = model_grid(grid, net.config)
             feats = self._features(x, grid, target)
-            self._groups = tuple(net.config.enc_channels[lv] for lv in levels)
+            self._groups = net.level_channels(levels)
             egrid = feature_grid(target, level_e)
             parts = []
-            for level, f in zip(levels, feats):
+            for name, f in zip(levels, feats):
+                level = 0 if name == DECODER else name
                 f = f / f.norm(dim=1, keepdim=True).clamp_min(EPS)
                 if level < level_e:
                     f = pool_mask(f, level_e - level)

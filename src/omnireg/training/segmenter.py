@@ -88,7 +88,7 @@ class SegmenterTrainConfig:
     val_modes: tuple[str, ...] = ("random", "t1")
     val_slices: tuple[float, ...] = (0.3, 0.5, 0.7)
     ce_weight: float = 0.0
-    fit: FitConfig = field(default_factory=lambda: FitConfig(lr=1e-3, weight_decay=0.0))
+    fit: FitConfig = field(default_factory=lambda: FitConfig(lr=3e-3, weight_decay=0.0))
 
     def __post_init__(self) -> None:
         if isinstance(self.synthesis, dict):
