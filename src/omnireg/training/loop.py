@@ -225,23 +225,11 @@ def fit(
         lr = _lr_at(config, step)
         for group in opt.param_groups:
             group["lr"] = lr
-        batch = make_batch(step, step_generator(config.seed, step))
-        out = loss_fn(net, batch)
-        loss, terms = out if isinstance(out, tuple) else (out, {})
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        names = sorted(terms)
-        values = dist.mean(torch.stack([loss.detach().float()] + [torch.as_tensor(terms[k], device=loss.device).detach().float().reshape(()) for k in names]))
-        value = float(values[0])
-        if not math.isfinite(value):
-            raise FloatingPointError(f"training diverged: loss {value} at step {step}")
-        if config.grad_clip > 0:
-            nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        opt.step()
+        value, term_values = _optimizer_step(model, net, opt, loss_fn, make_batch(step, step_generator(config.seed, step)),
+                                             config.grad_clip, dist, step)
         result.losses.append(value)
         result.steps_run += 1
         elapsed = time.perf_counter() - t0
-        term_values = {k: float(v) for k, v in zip(names, values[1:].tolist())}
         if writer is not None:
             writer.write({"step": step + 1, "loss": value, "terms": term_values, "lr": lr, "time_s": round(elapsed, 3)})
         last = step + 1 == config.steps
@@ -269,6 +257,25 @@ def fit(
     if writer is not None:
         writer.close()
     return result
+
+
+def _optimizer_step(model: nn.Module, net: nn.Module, opt: torch.optim.Optimizer, loss_fn, batch, grad_clip: float,
+                    dist: DistContext, step: int) -> tuple[float, dict[str, float]]:
+    """One AdamW step; returns the loss and its terms, averaged over the processes."""
+    out = loss_fn(net, batch)
+    loss, terms = out if isinstance(out, tuple) else (out, {})
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    names = sorted(terms)
+    parts = [loss.detach().float()] + [torch.as_tensor(terms[k], device=loss.device).detach().float().reshape(()) for k in names]
+    values = dist.mean(torch.stack(parts))
+    value = float(values[0])
+    if not math.isfinite(value):
+        raise FloatingPointError(f"training diverged: loss {value} at step {step}")
+    if grad_clip > 0:
+        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    opt.step()
+    return value, {k: float(v) for k, v in zip(names, values[1:].tolist())}
 
 
 def _resume(ckpt: Path, model: nn.Module, opt: torch.optim.Optimizer, result: FitResult, fit_plain: dict,

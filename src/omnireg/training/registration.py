@@ -200,6 +200,37 @@ def _build(config: RegistrationTrainConfig, device: torch.device) -> nn.Module:
     return model.to(device)
 
 
+def _training_data(config: RegistrationTrainConfig, label_maps, images, image_spacing, device: torch.device):
+    """``(pair source, validation pairs, structure classes, data provenance)`` of a run."""
+    data_meta: dict = {}
+    val: list[RegistrationBatch] = []
+    source = None
+    classes = 0
+    if label_maps is not None:
+        split = read_prepared_index(label_maps)["split"]
+        test = set(split.get("test", []))
+        if test & (set(split.get("train", [])) | set(split.get("validation", []))):
+            raise ValueError("label_maps: the index's split puts a test subject into training or validation")
+        train_set = LabelMapSet.load(label_maps, split["train"], device=device)
+        val_set = None
+        if split.get("validation"):
+            val_set = LabelMapSet.load(label_maps, split["validation"], values=train_set.values.tolist(), device=device)
+        source = LabelMapPairs(train_set, config.synthesis, config.pairs, config.ndim, config.axis, config.slice_margin)
+        classes = source.classes
+        if val_set is not None and len(val_set.names) >= 2:
+            val = validation_pairs(val_set, config.synthesis, seed=int(config.fit.seed) + 7, ndim=config.ndim,
+                                   axis=config.axis, slice_margin=config.slice_margin)
+        data_meta = {"label_maps": str(label_maps), "prepared_json_sha256": train_set.index_sha256,
+                     "train_subjects": train_set.names, "validation_subjects": val_set.names if val_set else [],
+                     "test_subjects_never_read": split.get("test", [])}
+    if images is not None:
+        source = ImagePairs(images.to(device), tuple(image_spacing or (1.0,) * (images.ndim - 2)), config.synthesis)
+        data_meta["images"] = int(images.shape[0])
+    if source is None:
+        raise ValueError("label_maps: expected prepared label maps or training images")
+    return source, val, classes, data_meta
+
+
 def train_registration(
     config: RegistrationTrainConfig,
     out: str | Path,
@@ -238,30 +269,7 @@ def train_registration(
     device = torch.device(device)
     out = Path(out)
     ckpt, log_path = out.with_name(out.name + ".ckpt"), out.with_name(out.stem + ".log.jsonl")
-    data_meta: dict = {}
-    val = []
-    source = None
-    classes = 0
-    if label_maps is not None:
-        index = read_prepared_index(label_maps)
-        split = index["split"]
-        if set(split.get("train", [])) & set(split.get("test", [])) or set(split.get("validation", [])) & set(split.get("test", [])):
-            raise ValueError("label_maps: the index's split puts a test subject into training or validation")
-        train_set = LabelMapSet.load(label_maps, split["train"], device=device)
-        val_set = LabelMapSet.load(label_maps, split["validation"], values=train_set.values.tolist(), device=device) if split.get("validation") else None
-        source = LabelMapPairs(train_set, config.synthesis, config.pairs, config.ndim, config.axis, config.slice_margin)
-        classes = source.classes
-        if val_set is not None and len(val_set.names) >= 2:
-            val = validation_pairs(val_set, config.synthesis, seed=int(config.fit.seed) + 7, ndim=config.ndim,
-                                   axis=config.axis, slice_margin=config.slice_margin)
-        data_meta = {"label_maps": str(label_maps), "prepared_json_sha256": train_set.index_sha256,
-                     "train_subjects": train_set.names, "validation_subjects": val_set.names if val_set else [],
-                     "test_subjects_never_read": split.get("test", [])}
-    if images is not None:
-        source = ImagePairs(images.to(device), tuple(image_spacing or (1.0,) * (images.ndim - 2)), config.synthesis)
-        data_meta["images"] = int(images.shape[0])
-    if source is None:
-        raise ValueError("label_maps: expected prepared label maps or training images")
+    source, val, classes, data_meta = _training_data(config, label_maps, images, image_spacing, device)
     loss = RegistrationLoss(config.loss, config.reg, classes=classes, deep_supervision=config.deep_supervision,
                             symmetric=config.symmetric, reg_target=config.reg_target,
                             similarity_options=config.similarity_options).to(device)
