@@ -175,6 +175,28 @@ def _model_config(config: SegmenterTrainConfig, maps: LabelMapSet) -> SegmenterC
                            **config.model_options)
 
 
+def _training_data(config: SegmenterTrainConfig, label_maps: str | Path, device: torch.device):
+    """``(training maps, image source, validation images, data provenance)`` of a run (test subjects never read)."""
+    split = read_prepared_index(label_maps)["split"]
+    test = set(split.get("test", []))
+    if test & (set(split.get("train", [])) | set(split.get("validation", []))):
+        raise ValueError("label_maps: the index's split puts a test subject into training or validation")
+    train_set = LabelMapSet.load(label_maps, split["train"], device=device)
+    val_set = None
+    if split.get("validation"):
+        val_set = LabelMapSet.load(label_maps, split["validation"], values=train_set.values.tolist(), device=device)
+    source = LabelMapImages(train_set, config.synthesis, config.ndim, config.axis, config.slice_margin)
+    val = []
+    if val_set is not None and config.val_modes:
+        val = validation_images(val_set, config.synthesis, modes=config.val_modes, seed=int(config.fit.seed) + 11,
+                                ndim=config.ndim, axis=config.axis, slice_fractions=config.val_slices,
+                                slice_margin=config.slice_margin)
+    data_meta = {"label_maps": str(label_maps), "prepared_json_sha256": train_set.index_sha256,
+                 "train_subjects": train_set.names, "validation_subjects": val_set.names if val_set else [],
+                 "test_subjects_never_read": sorted(test)}
+    return train_set, source, val, data_meta
+
+
 def train_segmenter(
     config: SegmenterTrainConfig,
     out: str | Path,
@@ -207,26 +229,11 @@ def train_segmenter(
     device = torch.device(device)
     out = Path(out)
     ckpt, log_path = out.with_name(out.name + ".ckpt"), out.with_name(out.stem + ".log.jsonl")
-    index = read_prepared_index(label_maps)
-    split = index["split"]
-    test = set(split.get("test", []))
-    if test & (set(split.get("train", [])) | set(split.get("validation", []))):
-        raise ValueError("label_maps: the index's split puts a test subject into training or validation")
-    train_set = LabelMapSet.load(label_maps, split["train"], device=device)
-    val_set = LabelMapSet.load(label_maps, split["validation"], values=train_set.values.tolist(), device=device) if split.get("validation") else None
-    source = LabelMapImages(train_set, config.synthesis, config.ndim, config.axis, config.slice_margin)
+    train_set, source, val, data_meta = _training_data(config, label_maps, device)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(config.fit.seed))
         model = Segmenter(_model_config(config, train_set)).to(device)
     classes = model.num_classes
-    val = []
-    if val_set is not None and config.val_modes:
-        val = validation_images(val_set, config.synthesis, modes=config.val_modes, seed=int(config.fit.seed) + 11,
-                                ndim=config.ndim, axis=config.axis, slice_fractions=config.val_slices,
-                                slice_margin=config.slice_margin)
-    data_meta = {"label_maps": str(label_maps), "prepared_json_sha256": train_set.index_sha256,
-                 "train_subjects": train_set.names, "validation_subjects": val_set.names if val_set else [],
-                 "test_subjects_never_read": sorted(test)}
     if dist.is_main and (not resume or not ckpt.is_file()):
         log_path.unlink(missing_ok=True)  # a fresh run starts a fresh log
     settings = to_plain(config)
