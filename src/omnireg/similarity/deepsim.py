@@ -23,7 +23,7 @@ encoder's levels do not reach that: on 2D phantoms (a segmenter trained 300 step
 (0.78, 0.73, 0.76 at levels 0-2) is below that of one contrast shifted by a smooth 2-voxel deformation
 (0.84, 0.82, 0.86), and a B-spline registration across contrasts with the encoder levels lowered the label
 Dice from 0.68 to 0.27-0.33; the last decoder layer ranks them right (0.95 against 0.94; 0.88 for the other
-contrast misaligned) and the same registration raised the Dice to 0.75 (engine) / 0.81 (network-style
+contrast misaligned) and the same registration raised the Dice to 0.76 (engine) / 0.81 (network-style
 optimisation; MI: 0.87). The default is therefore ``levels=("decoder",)``; ``levels=(0, 1, 2)`` is the
 reference's choice (single-contrast data).
 
