@@ -83,6 +83,13 @@ def test_segment_user_errors_are_one_line(ball_case, tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert text in err and "\n" not in err and err.startswith("omnireg segment: error:")
     assert not (tmp_path / "l.nii.gz").exists()
+    from omnireg.networks.store import packaged_weights
+
+    try:
+        packaged_weights("segmenter_3d")
+    except ValueError:  # until the shipped weights exist, the default names what is missing
+        assert main(["segment", str(image), "--out", out]) == 2
+        assert "segmenter_3d" in capsys.readouterr().err
 
 
 def test_train_segmenter_cli_runs_three_steps_records_its_command_and_resumes(tiny_label_maps, tmp_path, capsys):
