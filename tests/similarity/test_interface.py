@@ -56,14 +56,17 @@ def test_unknown_name_raises_value_error_listing_registered_names():
         get_similarity("not-a-metric")
 
 
-def test_learned_name_not_registered_yet_says_so():
+def test_learned_name_not_registered_yet_says_so(monkeypatch):
+    from omnireg.similarity import base
+
+    monkeypatch.delitem(base._REGISTRY, "deepsim")  # as before its module is imported
     assert "deepsim" not in S.available_similarities()
     with pytest.raises(ValueError, match="not registered yet"):
         get_similarity(Metric.DEEPSIM)
 
 
 def test_learned_measures_are_registered_on_import():
-    assert {"disa", "mad"} <= set(S.available_similarities())
+    assert {"disa", "mad", "deepsim"} <= set(S.available_similarities())
 
 
 def test_register_similarity_hook_and_overwrite_guard():

@@ -25,9 +25,9 @@ __all__ = ["main", "build_parser", "CliError"]
 
 
 def _commands():
-    from . import apply, batch, demo, evaluate, info, landmarks, register, train
+    from . import apply, batch, demo, evaluate, info, landmarks, register, segment, train
 
-    return [demo, info, apply, register, batch, evaluate, landmarks, train]
+    return [demo, info, apply, register, batch, evaluate, landmarks, segment, train]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,4 +1,4 @@
-"""``omnireg train disa|mad|registration``: train the learned similarity measures and registration networks."""
+"""``omnireg train disa|mad|registration|segmenter``: train the learned similarity measures, registration networks and the segmenter."""
 
 from __future__ import annotations
 
@@ -97,6 +97,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         populate=train_registration.add_arguments,
     )
     r.set_defaults(func=train_registration.run)
+    from . import train_segmenter
+
+    s = tsub.add_parser(
+        "segmenter",
+        help="the anatomy segmenter (DeepSim's features, 'omnireg segment') on images synthesised from label maps",
+        description=train_segmenter.__doc__.split("\n\n", 1)[1].strip(),
+    )
+    train_segmenter.add_arguments(s)
+    s.set_defaults(func=train_segmenter.run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -3,6 +3,7 @@
 - :mod:`omnireg.networks.disa`: the DISA feature CNN (stride 4, 16 channels, receptive field 49).
 - :mod:`omnireg.networks.mad`: the MAD patch-pair distance CNN.
 - :mod:`omnireg.networks.unet`: a configurable 2D/3D U-Net (VoxelMorph's backbone, DeepSim's segmenter).
+- :mod:`omnireg.networks.segmenter`: the anatomy segmenter (U-Net + class head; its encoder features drive DeepSim).
 - :mod:`omnireg.networks.registration`: the registration networks' shared types
   (:class:`NetworkOutput`, :class:`RegistrationNetwork`) and voxel-unit field operations.
 - :mod:`omnireg.networks.pyramid`: the pyramid registration network of arXiv 2408.05717 (shared

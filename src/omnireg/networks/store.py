@@ -166,7 +166,7 @@ def load_model(path: str | Path, *, kind: str | None = None, map_location: str |
 
 
 def _import_builtin() -> None:
-    from . import disa, mad, voxelmorph  # noqa: F401 - registers the built-in architectures
+    from . import disa, mad, segmenter, voxelmorph  # noqa: F401 - registers the built-in architectures
 
 
 def packaged_weights(name: str) -> Path:

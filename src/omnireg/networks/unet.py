@@ -1,7 +1,8 @@
 """A configurable 2D/3D U-Net (the backbone of VoxelMorph and of DeepSim's segmenter).
 
 Layout, given ``enc_channels`` (length L) and ``dec_channels`` (length >= L); every convolution is
-3x3(x3), "same" zero padding, followed by LeakyReLU(``negative_slope``)::
+3x3(x3), "same" zero padding, followed by an optional normalisation (``norm``: none by default, as
+VoxelMorph; ``batch`` or ``instance``, affine) and LeakyReLU(``negative_slope``)::
 
     encoder level l = 0 .. L-1:  conv -> enc_channels[l]   at resolution 1 / 2**l, then max-pool by 2
     bottleneck input:            the pooled level L-1 output, resolution 1 / 2**L
@@ -26,6 +27,7 @@ internally (:func:`omnireg.networks.registration.pad_to_multiple`).
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Sequence
 
 import torch
@@ -34,19 +36,40 @@ from torch import nn
 
 from .blocks import conv_class
 
-__all__ = ["ConvBlock", "UNet"]
+__all__ = ["ConvBlock", "Norm", "UNet"]
+
+
+class Norm(str, Enum):
+    """Normalisation after each convolution: ``none``, ``batch`` (BatchNorm) or ``instance`` (InstanceNorm, affine)."""
+
+    NONE = "none"
+    BATCH = "batch"
+    INSTANCE = "instance"
+
+
+def _norm_layer(norm: Norm, ndim: int, channels: int) -> nn.Module | None:
+    if norm is Norm.BATCH:
+        return (nn.BatchNorm3d if ndim == 3 else nn.BatchNorm2d)(channels)
+    if norm is Norm.INSTANCE:
+        return (nn.InstanceNorm3d if ndim == 3 else nn.InstanceNorm2d)(channels, affine=True)
+    return None
 
 
 class ConvBlock(nn.Module):
-    """One 3x3(x3) "same" convolution followed by LeakyReLU."""
+    """One 3x3(x3) "same" convolution, an optional normalisation, then LeakyReLU."""
 
-    def __init__(self, ndim: int, in_channels: int, out_channels: int, negative_slope: float) -> None:
+    def __init__(self, ndim: int, in_channels: int, out_channels: int, negative_slope: float,
+                 norm: Norm | str = Norm.NONE) -> None:
         super().__init__()
         self.conv = conv_class(ndim)(in_channels, out_channels, 3, padding=1)
+        self.norm = _norm_layer(Norm(norm), ndim, out_channels)  # None keeps VoxelMorph's parameter names
         self.negative_slope = negative_slope
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.leaky_relu(self.conv(x), self.negative_slope)
+        x = self.conv(x)
+        if self.norm is not None:
+            x = self.norm(x)
+        return F.leaky_relu(x, self.negative_slope)
 
 
 def _channels(values: Sequence[int], name: str) -> tuple[int, ...]:
@@ -70,6 +93,7 @@ class UNet(nn.Module):
             remaining convolutions at the output resolution.
         out_stride: output resolution ``1 / out_stride`` (a power of two up to ``2**L``; default 1).
         negative_slope: LeakyReLU slope (VoxelMorph: 0.2).
+        norm: normalisation after every convolution (:class:`Norm`; default none).
 
     Shape:
         ``forward``: ``(N, in_channels, *S)`` -> ``(N, out_channels, *S / out_stride)``, ``S`` divisible by
@@ -85,10 +109,15 @@ class UNet(nn.Module):
         *,
         out_stride: int = 1,
         negative_slope: float = 0.2,
+        norm: Norm | str = Norm.NONE,
     ) -> None:
         super().__init__()
         if ndim not in (2, 3):
             raise ValueError(f"ndim: expected 2 or 3, got {ndim!r}")
+        try:
+            norm = Norm(norm)
+        except ValueError:
+            raise ValueError(f"norm: expected one of {[n.value for n in Norm]}, got {norm!r}") from None
         if not isinstance(in_channels, int) or in_channels < 1:
             raise ValueError(f"in_channels: expected a positive int, got {in_channels!r}")
         enc = _channels(enc_channels, "enc_channels")
@@ -104,12 +133,12 @@ class UNet(nn.Module):
         self.encoder = nn.ModuleList()
         prev = in_channels
         for c in enc:
-            self.encoder.append(ConvBlock(ndim, prev, c, negative_slope))
+            self.encoder.append(ConvBlock(ndim, prev, c, negative_slope, norm))
             prev = c
         self.decoder = nn.ModuleList()
         self.upsample: list[bool] = []
         for level in range(levels):
-            self.decoder.append(ConvBlock(ndim, prev, dec[level], negative_slope))
+            self.decoder.append(ConvBlock(ndim, prev, dec[level], negative_slope, norm))
             prev = dec[level]
             up = level < levels - skipped
             self.upsample.append(up)
@@ -117,7 +146,7 @@ class UNet(nn.Module):
                 prev += enc[levels - 1 - level]
         self.remaining = nn.ModuleList()
         for c in dec[levels:]:
-            self.remaining.append(ConvBlock(ndim, prev, c, negative_slope))
+            self.remaining.append(ConvBlock(ndim, prev, c, negative_slope, norm))
             prev = c
         self.enc_channels, self.dec_channels = enc, dec
         self.out_channels = prev

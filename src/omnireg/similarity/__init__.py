@@ -31,12 +31,14 @@ Mask semantics:
 
 Measures: :func:`mse`, :func:`ncc`, :func:`lncc`, :func:`mi`, :func:`nmi`, :func:`ngf`, :func:`lc2`
 (dense), :func:`lc2_patch` (patch pairs) and :func:`lc2_patch_map` (patch scores at every voxel), :func:`mind` (with :func:`mind_ssc_descriptor`); learned:
-:class:`DISA` (feature dot product, :func:`feature_dot`) and :class:`MAD` (learned patch distance).
+:class:`DISA` (feature dot product, :func:`feature_dot`), :class:`MAD` (learned patch distance) and
+:class:`DeepSim` (cosine of frozen segmenter features).
 """
 
 from .base import EngineTraits, SimilarityFactory, SimilarityMeasure, available_similarities, get_similarity, register_similarity
 from .enums import EpsMode, Kernel, LengthUnit, Metric, ParzenWindow, Sampling
 from .disa import DISA, feature_dot
+from .deepsim import DeepSim
 from .lc2 import LC2, lc2, lc2_patch, lc2_patch_map
 from .lncc import LNCC, lncc
 from .mad import MAD
@@ -49,6 +51,7 @@ __all__ = [
     "DISA",
     "EngineTraits",
     "Sampling",
+    "DeepSim",
     "feature_dot",
     "EpsMode",
     "Kernel",
