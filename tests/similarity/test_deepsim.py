@@ -149,7 +149,7 @@ def test_engine_features_are_unit_vectors_of_every_level_on_the_engine_level_gri
     torch.testing.assert_close(feats[:, 4:12], unit[1])
     torch.testing.assert_close(feats[:, :4], torch.nn.functional.avg_pool2d(unit[0], 2))
     sim = m.feature_similarity()
-    assert isinstance(sim, DeepSimFeatures) and sim.groups == (4, 8, 8) and sim.pointwise and sim.mean_over_fixed
+    assert isinstance(sim, DeepSimFeatures) and sim.groups == (4, 8, 8) and sim.traits.sampling.value == "points" and sim.traits.mean_over_fixed
     torch.testing.assert_close(sim(feats, feats), torch.ones(1), rtol=0, atol=1e-5)
     # the decoder level is pooled onto the engine grid like encoder level 0
     dec, _ = DeepSim(weights=weights_2d, normalize=False, levels=("decoder",)).feature_level(x, grid)

@@ -65,8 +65,8 @@ import torch.nn.functional as F
 
 from ..core import Grid, sample
 from ._common import check_mask, check_pair, check_spacing
-from .base import SimilarityMeasure, register_similarity
-from .enums import Metric
+from .base import EngineTraits, SimilarityMeasure, register_similarity
+from .enums import Metric, Sampling
 
 __all__ = ["DeepSim", "DeepSimFeatures", "cosine_map", "deepsim_features", "pool_mask"]
 
@@ -155,10 +155,9 @@ class DeepSimFeatures(SimilarityMeasure):
     """
 
     metric = "deepsim-features"
-    #: a point-wise comparison: linear stages may use a random subset of the fixed voxels
-    pointwise = True
-    #: the engine averages over the whole fixed domain (the cosine is 0 where warped features are missing)
-    mean_over_fixed = True
+    #: a point-wise comparison (linear stages may use a random subset of the fixed voxels), averaged by the engine
+    #: over the whole fixed domain (the cosine is 0 where warped features are missing)
+    traits = EngineTraits(sampling=Sampling.POINTS, mean_over_fixed=True)
 
     def __init__(self, groups: Sequence[int]) -> None:
         super().__init__()
@@ -271,9 +270,28 @@ class DeepSim(SimilarityMeasure):
         mf = [b.expand(n, *b.shape[1:]) for b in self._features(moving, grid, target)]
         return deepsim_features(ff, mf, mask=None if w is None else resample_to_grid(w, grid, target))
 
-    # ------------------------------------------------------------------ engine-facing part
-    # The attributes the registration engine looks for (as DISA's); to be replaced by the typed metric
-    # protocol of the engine refactor. Nothing else in the engine knows DeepSim.
+    # ------------------------------------------------------------------ the engine's protocol (EngineTraits)
+    #: features of both images computed once per pyramid level; the moving features are warped
+    traits = EngineTraits(sampling=Sampling.FEATURES)
+
+    def features(self, data: torch.Tensor, grid: Grid, *, moving: bool) -> tuple[torch.Tensor, Grid]:
+        """The engine's feature maps (:meth:`feature_level`), the same for the fixed and the moving image."""
+        return self.feature_level(data, grid)
+
+    @torch.no_grad()
+    def evaluate(self, fixed, movings, masks, *, grid, fixed_mask=None) -> list[float]:
+        """Before/after values on the fixed image's real grid (its orientation and spacing), the fixed image's
+        features computed once."""
+        from ..networks.segmenter import model_grid, resample_to_grid
+
+        target = model_grid(grid, self.network(grid.ndim, fixed.device).config)
+        ff = self._features(fixed[:, :1], grid, target)
+        out = []
+        for moving, mask in zip(movings, masks):
+            mf = self._features(moving[:, :1], grid, target)
+            out.append(float(deepsim_features(ff, mf, mask=None if mask is None else resample_to_grid(mask, grid, target))[0]))
+        return out
+
     def feature_level(self, data: torch.Tensor, grid: Grid, *, dense: bool = False,
                       moving: bool = False) -> tuple[torch.Tensor, Grid]:
         """Concatenated unit feature vectors of an image ``(N, 1, *S)`` on ``grid`` and the grid they live on.
