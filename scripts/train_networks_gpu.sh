@@ -1,58 +1,73 @@
 #!/usr/bin/env bash
-# DRAFT (the lead finalises it): train every shipped registration network in parallel processes on ONE GPU
-# within a time budget. Run from the repository root on the GPU machine:
+# Train the 3D networks in parallel processes on ONE GPU within a time budget, packing the model files and
+# logs into at most three tar files in PACK (so that a run stopped by its time limit still returns what it
+# had). Run from the repository root:
 #
-#   DATA=out/synthseg_2mm OUT=out/gpu_models MINUTES=7 bash scripts/train_networks_gpu.sh
+#   DATA=out/synthseg_2mm PACK=$OUT MINUTES=2.4 bash scripts/train_networks_gpu.sh
+#   DEVICE=cpu MINUTES=0.3 STEPS=3 bash scripts/train_networks_gpu.sh      # smoke test on a CPU
 #
-# DATA is the folder written by scripts/prepare_synthseg.py (prepared.json + aligned/; ~3 MB, carry it to the
-# GPU machine inside an ignored path such as out/). Every process:
-#   - preloads the aligned 2 mm label maps of its training and validation subjects onto the GPU once and
-#     synthesises every pair there (no data loading during training);
-#   - stops after --max-minutes with a checkpoint (OUT.pt.ckpt), a usable model file (OUT.pt, rewritten at
-#     every checkpoint) and its JSON-lines log (OUT.log.jsonl); `--resume` continues exactly;
-#   - uses a cosine learning-rate schedule over --steps (after 20 warm-up steps). STEPS_* far above what fits
-#     in the budget keep the rate near --lr (VoxelMorph trains at a constant 1e-4); to decay it, set STEPS_* to
-#     the steps that fit (measure: a 1-minute run of each line, steps per second from OUT.log.jsonl's time_s).
-# Subjects 16-20 (the test split of prepared.json) are never read.
-set -euo pipefail
+# DATA is the folder written by scripts/prepare_synthseg.py (prepared.json + labels.pt: the training and
+# validation subjects 01-15; the test subjects 16-20 are not in it). Every process preloads the label maps onto
+# the device and synthesises its pairs there; it stops after MINUTES with a usable model file (rewritten at
+# every checkpoint) and its JSON-lines log.
+#
+# What is trained (issues 17-19), 3D at 2 mm, random contrasts, SynthMorph-style Dice on the synthesised
+# labels + diffusion regularisation, batch 2:
+#   voxelmorph-diff_3d, pyramid_3d, pyramid-noaux_3d, pyramid-concat_3d: the same number of steps (STEPS, the
+#     ablation budget of issue 18; cosine learning-rate decay over it), capped by MINUTES;
+#   voxelmorph_3d: the same settings;
+#   segmenter_3d: soft Dice over the 32 named structures, random contrasts, MINUTES.
+set -uo pipefail
 DATA=${DATA:-out/synthseg_2mm}
-OUT=${OUT:-out/gpu_models}
-MINUTES=${MINUTES:-7}
-DEVICE=${DEVICE:-cuda}  # DEVICE=cpu MINUTES=0 smoke-tests the script here (one step and one validation each)
-STEPS_3D=${STEPS_3D:-100000}
-STEPS_2D=${STEPS_2D:-100000}
-mkdir -p "$OUT"
+PACK=${PACK:-out/gpu_pack}
+MINUTES=${MINUTES:-2.4}
+DEVICE=${DEVICE:-cuda}
+STEPS=${STEPS:-600}
+WORK=${WORK:-/tmp/omnireg-gpu}
+export PYTHONPATH=${PYTHONPATH:-src}
+export PYTHONUNBUFFERED=1
+mkdir -p "$WORK" "$PACK"
+pids=()
 
-run() {  # run NAME ARGS...: one training process in the background, its stderr in OUT/NAME.stderr
+run() {  # run NAME SUBCOMMAND ARGS...: one training process in the background
     local name=$1
     shift
-    PYTHONPATH=${PYTHONPATH:-src} python -m omnireg train registration --label-maps "$DATA" --device "$DEVICE" --max-minutes "$MINUTES" \
-        --out "$OUT/$name.pt" --force --checkpoint-every 100 --seed 0 "$@" > "$OUT/$name.stdout" 2> "$OUT/$name.stderr" &
+    "${PYTHON:-python3}" -m omnireg -q train "$@" --label-maps "$DATA" --device "$DEVICE" --max-minutes "$MINUTES" \
+        --out "$WORK/$name.pt" --force --seed 0 > "$WORK/$name.stdout" 2> "$WORK/$name.stderr" &
+    pids+=($!)
     echo "started $name (pid $!)"
 }
 
-# Issue 17: shipped voxelmorph / voxelmorph-diff, 3D and 2D, random contrasts, trained like SynthMorph (Dice on
-# the synthesised labels; images of independent random contrasts, so any modality pair is learned).
-COMMON_3D=(--ndim 3 --mode random --loss dice --reg diffusion:1 --batch-size 2 --lr 1e-4 --steps "$STEPS_3D" --val-every 250)
-COMMON_2D=(--ndim 2 --mode random --loss dice --reg diffusion:1 --batch-size 16 --lr 1e-4 --steps "$STEPS_2D" --val-every 500)
-run voxelmorph_3d --model voxelmorph "${COMMON_3D[@]}"
-run voxelmorph-diff_3d --model voxelmorph-diff "${COMMON_3D[@]}"
-run voxelmorph_2d --model voxelmorph "${COMMON_2D[@]}"
-run voxelmorph-diff_2d --model voxelmorph-diff "${COMMON_2D[@]}"
+REG=(--ndim 3 --mode random --loss dice --reg diffusion:1 --batch-size 2 --lr 1e-3 --steps "$STEPS" --val-every 200
+     --checkpoint-every 50)
+run voxelmorph-diff_3d registration --model voxelmorph-diff "${REG[@]}"
+run pyramid_3d registration --model pyramid --deep-supervision 0.3 "${REG[@]}"
+run pyramid-noaux_3d registration --model pyramid --deep-supervision 0.3 --model-options '{"aux_decoder": false}' "${REG[@]}"
+run pyramid-concat_3d registration --model pyramid --deep-supervision 0.3 --model-options '{"fusion": "concat"}' "${REG[@]}"
+run voxelmorph_3d registration --model voxelmorph "${REG[@]}"
+run segmenter_3d segmenter --ndim 3 --mode random --batch-size 2 --lr 3e-3 --steps 100000 --val-every 500 --checkpoint-every 100
 
-# Issue 18 (when --model pyramid is registered): the full model and its ablations, same budget (steps x batch).
-# run pyramid_3d --model pyramid --deep-supervision 0.3 "${COMMON_3D[@]}"
-# run pyramid_2d --model pyramid --deep-supervision 0.3 "${COMMON_2D[@]}"
-# run pyramid_noaux_3d --model pyramid --model-options '{"aux_decoder": false}' --deep-supervision 0.3 "${COMMON_3D[@]}"
-# run pyramid_concat_3d --model pyramid --model-options '{"fusion": "concat"}' --deep-supervision 0.3 "${COMMON_3D[@]}"
+pack() {  # three tar files, each written beside and moved into place (a stopped run keeps the last whole ones)
+    local a=() b=() c=()
+    for f in voxelmorph-diff_3d pyramid_3d; do [ -f "$WORK/$f.pt" ] && a+=("$f.pt"); done
+    for f in pyramid-noaux_3d segmenter_3d; do [ -f "$WORK/$f.pt" ] && b+=("$f.pt"); done
+    for f in pyramid-concat_3d voxelmorph_3d; do [ -f "$WORK/$f.pt" ] && c+=("$f.pt"); done
+    (cd "$WORK" || exit 0
+     shopt -s nullglob
+     c+=(*.log.jsonl *.stderr *.stdout *.json)
+     tar -cf "$PACK/.c.tar" "${c[@]}" 2>/dev/null && mv "$PACK/.c.tar" "$PACK/models_c.tar")
+    [ ${#a[@]} -gt 0 ] && tar -cf "$PACK/.a.tar" -C "$WORK" "${a[@]}" 2>/dev/null && mv "$PACK/.a.tar" "$PACK/models_a.tar"
+    [ ${#b[@]} -gt 0 ] && tar -cf "$PACK/.b.tar" -C "$WORK" "${b[@]}" 2>/dev/null && mv "$PACK/.b.tar" "$PACK/models_b.tar"
+    return 0
+}
 
-# Issue 19 (when `omnireg train segmenter` and the deepsim similarity exist): the segmenter first, then
-# voxelmorph-diff trained with DeepSim vs NCC vs MSE at one budget (T1-like pairs: an intensity loss needs one
-# contrast); these would run in a second phase, after the segmenter, or with a segmenter trained earlier.
-# run vmdiff_ncc_3d --model voxelmorph-diff --ndim 3 --mode t1 --loss ncc --reg diffusion:1 --batch-size 2 --lr 1e-4 --steps "$STEPS_3D"
-# run vmdiff_mse_3d --model voxelmorph-diff --ndim 3 --mode t1 --loss mse --reg diffusion:1 --batch-size 2 --lr 1e-4 --steps "$STEPS_3D"
-# run vmdiff_deepsim_3d --model voxelmorph-diff --ndim 3 --mode t1 --loss deepsim:2,ncc:1 --reg diffusion:1 --batch-size 2 --lr 1e-4 --steps "$STEPS_3D"
-
+alive() { for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && return 0; done; return 1; }
+while alive; do
+    sleep 15
+    pack
+    nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader 2>/dev/null | sed 's/^/gpu: /'
+done
 wait
-for f in "$OUT"/*.stderr; do echo "== $f"; tail -n 2 "$f"; done
-nvidia-smi --query-gpu=memory.used,memory.total --format=csv || true
+pack
+for f in "$WORK"/*.stderr; do echo "== $f"; tail -n 3 "$f"; done
+ls -la "$PACK"

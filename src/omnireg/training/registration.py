@@ -79,8 +79,15 @@ def _voxelmorph(kind: str) -> Callable[..., nn.Module]:
     return build
 
 
+def _pyramid(ndim: int, **options) -> nn.Module:
+    from ..networks.pyramid import PyramidConfig, PyramidNet
+
+    return PyramidNet(PyramidConfig(ndim=ndim, **options))
+
+
 register_registration_model("voxelmorph", _voxelmorph("voxelmorph"))
 register_registration_model("voxelmorph-diff", _voxelmorph("voxelmorph-diff"))
+register_registration_model("pyramid", _pyramid)
 
 
 def available_registration_models() -> list[str]:
