@@ -69,18 +69,15 @@ def atomic_torch_save(obj: dict, path: Path) -> None:
 
 
 def to_plain(value: Any) -> Any:
-    """Config and metadata as plain Python types (tuples become lists) for a weights-only file."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return to_plain(dataclasses.asdict(value))
-    if isinstance(value, dict):
-        return {str(k): to_plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_plain(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    if hasattr(value, "value") and isinstance(getattr(value, "value"), str):  # enums
-        return value.value
-    return value
+    """Config and metadata as plain values for a weights-only file: :func:`omnireg.io.json_ready`.
+
+    The one conversion of omnireg's values to plain data is :func:`~omnireg.io.json_ready` (tuples
+    become lists, enums their value, paths strings, NumPy scalars Python numbers, NaN ``None``); this
+    name is kept for the training modules that call it.
+    """
+    from ..io import json_ready
+
+    return json_ready(value)
 
 
 def save_model(path: str | Path, model: nn.Module, *, kind: str, meta: dict | None = None) -> Path:
