@@ -13,6 +13,7 @@ from typing import Sequence
 
 import torch
 
+from ..core.differences import voxel_derivative
 from ..core.enums import as_enum
 from ..core.filters import gaussian_kernel1d
 from .enums import Kernel, LengthUnit
@@ -257,7 +258,8 @@ def gradient(x: torch.Tensor, spacing: Sequence[float]) -> torch.Tensor:
     """Finite-difference gradient of every channel, per mm.
 
     Central differences inside, one-sided first-order differences on the first and last voxel of each
-    axis (as ``numpy.gradient(..., edge_order=1)``); zero along an axis of size 1.
+    axis (as ``numpy.gradient(..., edge_order=1)``; :func:`omnireg.core.differences.voxel_derivative`);
+    zero along an axis of size 1.
 
     Args:
         x: ``(N, C, *S)``.
@@ -266,20 +268,4 @@ def gradient(x: torch.Tensor, spacing: Sequence[float]) -> torch.Tensor:
     Returns:
         ``(N, C, D, *S)``, components in tensor-axis order.
     """
-    d = x.ndim - 2
-    parts = []
-    for axis in range(d):
-        dim = 2 + axis
-        n = x.shape[dim]
-        h = float(spacing[axis])
-        if n < 2:
-            parts.append(torch.zeros_like(x))
-            continue
-        first = (x.narrow(dim, 1, 1) - x.narrow(dim, 0, 1)) / h
-        last = (x.narrow(dim, n - 1, 1) - x.narrow(dim, n - 2, 1)) / h
-        if n > 2:
-            inner = (x.narrow(dim, 2, n - 2) - x.narrow(dim, 0, n - 2)) / (2.0 * h)
-            parts.append(torch.cat([first, inner, last], dim=dim))
-        else:
-            parts.append(torch.cat([first, last], dim=dim))
-    return torch.stack(parts, dim=2)
+    return torch.stack([voxel_derivative(x, 2 + a) / float(spacing[a]) for a in range(x.ndim - 2)], dim=2)
