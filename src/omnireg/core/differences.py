@@ -40,16 +40,8 @@ import torch
 from .enums import as_enum
 from .grid import Grid
 
-__all__ = [
-    "BorderRule",
-    "GridLike",
-    "check_displacement",
-    "determinant",
-    "displacement_jacobian",
-    "jacobian_determinant_from_displacement",
-    "voxel_derivative",
-    "voxel_from_world_linear",
-]
+__all__ = ["BorderRule", "GridLike", "check_displacement", "determinant", "displacement_jacobian",
+           "jacobian_determinant_from_displacement", "voxel_derivative", "voxel_from_world_linear"]
 
 #: A :class:`Grid`, or a spacing tuple in mm for an axis-aligned grid.
 GridLike = Union[Grid, Sequence[float]]

@@ -33,7 +33,7 @@ import torch
 from ..core.differences import BorderRule, jacobian_determinant_from_displacement
 from ..core.grid import Grid
 from ..core.image import Image
-from ..transforms.base import Transform
+from ..transforms.base import Transform, check_single_transform
 
 __all__ = [
     "JacobianStats",
@@ -64,10 +64,7 @@ def displacement_on_grid(field: object, grid: Grid) -> np.ndarray:
         raise TypeError(f"grid: expected a Grid, got {type(grid).__name__}")
     d = grid.ndim
     if isinstance(field, Transform):
-        if field.ndim != d:
-            raise ValueError(f"field: expected a {d}D transform for the {d}D grid, got {field.ndim}D")
-        if field.batch_size != 1:
-            raise ValueError(f"field: expected a transform of batch size 1, got {field.batch_size}")
+        check_single_transform(field, d, "field")
         with torch.no_grad():
             return field.displacement(grid, dtype=torch.float64)[0].cpu().numpy()
     if isinstance(field, torch.Tensor):
@@ -240,13 +237,8 @@ def inverse_consistency_error(forward: Transform, backward: Transform, grid: Gri
     """
     if not isinstance(grid, Grid):
         raise TypeError(f"grid: expected a Grid, got {type(grid).__name__}")
-    for name, t in (("forward", forward), ("backward", backward)):
-        if not isinstance(t, Transform):
-            raise TypeError(f"{name}: expected a Transform, got {type(t).__name__}")
-        if t.ndim != grid.ndim:
-            raise ValueError(f"{name}: expected a {grid.ndim}D transform for the {grid.ndim}D grid, got {t.ndim}D")
-        if t.batch_size != 1:
-            raise ValueError(f"{name}: expected a transform of batch size 1, got {t.batch_size}")
+    check_single_transform(forward, grid.ndim, "forward")
+    check_single_transform(backward, grid.ndim, "backward")
     with torch.no_grad():
         x = grid.points("world", dtype=torch.float64, device=forward.device)
         y = forward.transform_grid(grid, dtype=torch.float64)
