@@ -63,6 +63,7 @@ def test_a_corrupt_pair_is_recorded_and_the_others_complete(cohort, batch_parser
     assert not (out / ".omnireg-staging").exists()
 
 
+@pytest.mark.slow
 def test_a_rerun_skips_finished_pairs_and_retries_the_failed_one(cohort, batch_parser, caplog, kit):
     out = cohort / "out"
     argv = [str(cohort / "pairs.csv"), "--out", str(out), "--config", str(cohort / "config.yaml"), "--no-dask",
@@ -119,6 +120,7 @@ def test_a_pair_folder_with_foreign_files_is_refused_before_anything_runs(cohort
     assert sorted(p.name for p in out.iterdir()) == ["p2"]
 
 
+@pytest.mark.slow
 def test_the_dask_local_cluster_gives_the_results_of_the_sequential_run(cohort):
     """Two worker processes, two pairs: same seed, same transforms as in-process; the failure is recorded too."""
     pytest.importorskip("distributed")
@@ -163,6 +165,7 @@ def test_blob_fixture_is_shifted_by_the_stated_amount(kit):
     assert com[1] - com[0] == pytest.approx(2.0, abs=0.05)
 
 
+@pytest.mark.slow
 def test_an_existing_cluster_runs_the_pairs_given_its_scheduler_address(cohort, batch_parser, capsys):
     distributed = pytest.importorskip("distributed")
     (cohort / "two.csv").write_text("\n".join((cohort / "pairs.csv").read_text().splitlines()[:3]) + "\n")

@@ -27,6 +27,7 @@ def _pairs(tmp_path):
     return tmp_path / "pairs.csv"
 
 
+@pytest.mark.slow
 def test_train_disa_writes_model_report_and_resumes(tmp_path, capsys):
     pairs = _pairs(tmp_path)
     out = tmp_path / "m.pt"

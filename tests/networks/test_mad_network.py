@@ -54,8 +54,7 @@ def shipped_report():
         packaged_weights(f"mad_{ndim}d")  # raises if not shipped
         model = load_mad_model(None, ndim)
         c = model.config
-        cfg = MADTrainConfig(ndim=ndim, patch_size=c.patch_size, patch_spacing_mm=c.patch_spacing_mm,
-                             widths=c.widths, max_distance_mm=c.max_distance_mm)
+        cfg = MADTrainConfig(network=c)
         load = lambda n: load_mad_volume(sample_path(n), spacing_mm=cfg.spacing)  # noqa: E731
         va, vb = load(a), load(b)
         out[ndim] = mad_validation(model, volumes=[va], pairs=[(va, vb)], config=cfg, per_distance=16, appearances=4)

@@ -40,6 +40,7 @@ def _mean_error(transform, grid: Grid, truth: np.ndarray) -> float:
     return float(np.linalg.norm(got - want, axis=1).mean())
 
 
+@pytest.mark.slow
 def test_a_stage_that_makes_the_similarity_worse_is_discarded_and_said(brain4mm, caplog):
     # the images are already aligned; Adam with a huge step overshoots and ends far from the start
     t1, _, _ = brain4mm
@@ -53,6 +54,7 @@ def test_a_stage_that_makes_the_similarity_worse_is_discarded_and_said(brain4mm,
     assert any("worse" in r.getMessage() and "discarded" in r.getMessage() for r in caplog.records)
 
 
+@pytest.mark.slow
 def test_a_stage_that_improves_the_similarity_is_kept(brain4mm):
     t1, _, _ = brain4mm
     m = affine_matrix(ndim=3, rotation_deg=(0.0, 0.0, 4.0), translation_mm=(3.0, -2.0, 1.0))
@@ -64,6 +66,7 @@ def test_a_stage_that_improves_the_similarity_is_kept(brain4mm):
     assert _mean_error(res.transform, t1.grid, m) < 1.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("init", ["moments", "com", "auto"])
 def test_a_wrong_moments_or_centre_of_mass_start_does_not_beat_the_identity(brain4mm, init):
     # a slab of the head at its true place: its centre of mass and principal axes are not the head's, so the
@@ -77,6 +80,7 @@ def test_a_wrong_moments_or_centre_of_mass_start_does_not_beat_the_identity(brai
     assert _mean_error(res.transform, t1.grid, np.eye(4)) < 1.0
 
 
+@pytest.mark.slow
 def test_auto_finds_a_shifted_slab_by_placing_it_inside_the_larger_field_of_view(brain4mm):
     # the slab is moved 60 mm along its slice axis: out of reach of the local optimiser from the identity
     t1, _, _ = brain4mm

@@ -109,6 +109,7 @@ def test_reorient_option_is_validated():
     assert DISA(reorient=5).options()["reorient"] == 5
 
 
+@pytest.mark.slow
 def test_shipped_3d_model_with_reorientation_recovers_a_30_degree_rotation_without_search():
     """Bundled T1 vs synthetic T2w (moving field of view 50 mm larger per side), rotated 30 deg about S and shifted
     10 mm; one rigid stage, no initialiser, no search."""

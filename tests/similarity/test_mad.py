@@ -139,6 +139,7 @@ def test_2d_pair_distance_smallest_at_alignment(pair_2d):
     assert values[0] == min(values) and values[-1] > values[0] + 3, values
 
 
+@pytest.mark.slow
 def test_registration_with_mad_recovers_a_known_affine_between_two_contrasts(brain):
     from omnireg.optim import mad_stages, preset, register
 

@@ -171,6 +171,7 @@ def _within_group_pearson(pred, target, k):
     return float(((p * t).sum(1) / den)[ok].mean())
 
 
+@pytest.mark.slow
 def test_dense_crop_loss_learns_how_the_score_changes_with_the_offset():
     from omnireg.networks.disa import clip_norm
     from omnireg.training.disa import dense_nodes, disa_dense_loss

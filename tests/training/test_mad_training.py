@@ -10,6 +10,8 @@ from omnireg.core.filters import gaussian_blur
 from omnireg.io import save_image
 from omnireg.networks.store import load_model
 from omnireg.training.loop import step_generator
+from omnireg.networks.mad import MADConfig
+from omnireg.training.loop import FitConfig
 from omnireg.training.mad import MADPairSampler, MADTrainConfig, load_mad_volume, train_mad
 
 
@@ -21,8 +23,9 @@ def _blobs(path, seed):
 
 
 def _tiny(**kw):
-    return MADTrainConfig(ndim=2, patch_size=8, patch_spacing_mm=2.0, widths=(2, 4, 4, 4), head_width=4,
-                          pairs_per_volume=4, steps=4, checkpoint_every=1, max_distance_mm=10.0, **kw)
+    network = MADConfig(ndim=2, patch_size=8, patch_spacing_mm=2.0, widths=(2, 4, 4, 4), head_width=4, max_distance_mm=10.0)
+    fit = FitConfig(steps=4, lr=2e-3, weight_decay=1e-4, warmup=50, checkpoint_every=1)
+    return MADTrainConfig(network=network, pairs_per_volume=4, fit=fit, **kw)
 
 
 def test_pairs_have_the_requested_offsets_and_identical_patches_at_zero(tmp_path):

@@ -30,7 +30,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-__all__ = ["RegistrationInputs", "as_label_map", "check_config", "check_device", "load_inputs"]
+__all__ = ["RegistrationInputs", "as_config", "as_label_map", "check_config", "check_device", "load_inputs"]
 
 Namer = Callable[[str], str]
 
@@ -163,14 +163,9 @@ def _landmarks(fixed_path, moving_path, ndim: int, name: Namer):
 
 
 def _initial_matrix(initial, ndim: int, what: str) -> np.ndarray:
-    m = np.asarray(initial, dtype=np.float64)
-    n = ndim + 1
-    if m.shape != (n, n):
-        raise ValueError(f"{what}: expected a ({n}, {n}) matrix for {ndim}D images, got shape {m.shape}")
-    if not np.all(np.isfinite(m)):
-        raise ValueError(f"{what}: the matrix holds NaN or infinite values")
-    if not np.allclose(m[-1], np.eye(n)[-1], atol=1e-9):
-        raise ValueError(f"{what}: expected the last row (0, ..., 0, 1) of a homogeneous matrix, got {m[-1].tolist()}")
+    from ..core.arrays import as_homogeneous_matrix
+
+    m = as_homogeneous_matrix(initial, what, ndim=ndim)
     if abs(np.linalg.det(m[:-1, :-1])) < 1e-12:
         raise ValueError(f"{what}: the matrix is singular (not invertible)")
     return m
@@ -265,6 +260,27 @@ def check_device(device: str, what: str = "device") -> str:
     return str(device)
 
 
+def as_config(config):
+    """``config`` as a :class:`~omnireg.optim.RegistrationConfig` (not validated).
+
+    Args:
+        config: a RegistrationConfig (returned as is), a dict of one, or a preset name.
+
+    Raises:
+        TypeError: ``config`` has another type (the message names ``config``).
+        ValueError: an unknown preset, or an invalid key or value in the dict.
+    """
+    from ..optim import RegistrationConfig, preset
+
+    if isinstance(config, str):
+        config = preset(config)
+    elif isinstance(config, dict):
+        config = RegistrationConfig.from_dict(config)
+    if not isinstance(config, RegistrationConfig):
+        raise TypeError(f"config: expected a RegistrationConfig, a dict or a preset name, got {type(config).__name__}")
+    return config
+
+
 def check_config(config, name: Namer = str):
     """The registration configuration as a validated :class:`~omnireg.optim.RegistrationConfig`.
 
@@ -276,17 +292,11 @@ def check_config(config, name: Namer = str):
         TypeError: ``config`` has another type.
         ValueError: an invalid preset, key or value, an unknown metric or an unusable device.
     """
-    from ..optim import RegistrationConfig, preset
     from ..similarity import available_similarities
 
     what = name("config")
     try:
-        if isinstance(config, str):
-            config = preset(config)
-        elif isinstance(config, dict):
-            config = RegistrationConfig.from_dict(config)
-        if not isinstance(config, RegistrationConfig):
-            raise TypeError(f"expected a RegistrationConfig, a dict or a preset name, got {type(config).__name__}")
+        config = as_config(config)
         known = available_similarities()
         for i, st in enumerate(config.stages):
             if str(st.metric).lower() not in known:

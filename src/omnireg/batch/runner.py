@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from ..io import json_ready, write_json_atomic
+from .inputs import as_config
 from .pair import run_registration
 from .pairs import PairSpec
 from .summary import PairStatus, count_statuses, row_from_error, row_from_invalid, row_from_result, write_summary
@@ -355,15 +356,7 @@ def run_batch(
             of another configuration or files that no batch wrote; nothing has run then.
         TypeError: if an argument has the wrong type.
     """
-    from ..optim import RegistrationConfig, preset
-
-    if isinstance(config, str):
-        config = preset(config)
-    elif isinstance(config, dict):
-        config = RegistrationConfig.from_dict(config)
-    if not isinstance(config, RegistrationConfig):
-        raise TypeError(f"config: expected a RegistrationConfig, a dict or a preset name, got {type(config).__name__}")
-    cfg = config.validate().to_dict()
+    cfg = as_config(config).validate().to_dict()
     if isinstance(threads_per_task, bool) or not isinstance(threads_per_task, int) or threads_per_task < 1:
         raise ValueError(f"--threads-per-task: expected an integer >= 1, got {threads_per_task!r}")
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):

@@ -30,16 +30,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--validation-images", default=None, help="held-out single-modality images (same LIST format)")
     parser.add_argument("--validation-pairs", default=None, help="CSV of aligned multi-modal pairs 'fixed,moving' (held out)")
     parser.add_argument("--ndim", type=int, choices=(2, 3), default=3, help="2D or 3D images (default 3)")
-    parser.add_argument("--steps", type=int, default=d.steps, help=f"optimiser steps (default {d.steps})")
+    parser.add_argument("--steps", type=int, default=d.fit.steps, help=f"optimiser steps (default {d.fit.steps})")
     parser.add_argument("--batch-size", type=int, default=d.pairs_per_volume, help=f"patch pairs per step (default {d.pairs_per_volume})")
     parser.add_argument("--patch-size", type=int, default=None, help="patch side in voxels (default 16 in 3D, 24 in 2D)")
     parser.add_argument("--patch-spacing", type=float, default=None, help="patch spacing in mm (default 3 in 3D, 2 in 2D)")
-    parser.add_argument("--max-distance", type=float, default=d.max_distance_mm, help=f"largest centre offset in mm (default {d.max_distance_mm:g})")
+    parser.add_argument("--max-distance", type=float, default=d.network.max_distance_mm, help=f"largest centre offset in mm (default {d.network.max_distance_mm:g})")
     parser.add_argument("--kernel-sizes", default="1,3", help="random-convolution kernel sizes, comma-separated odd (default 1,3)")
     parser.add_argument("--randconv-depth", type=int, default=d.randconv.depth, help=f"random-convolution layers (default {d.randconv.depth})")
     parser.add_argument("--appearance-reuse", type=int, default=d.appearance_reuse,
                         help="steps sharing one pair of random-convolution appearances (default 1; 4 amortises 3D cost)")
-    parser.add_argument("--lr", type=float, default=d.lr, help=f"learning rate (default {d.lr:g})")
+    parser.add_argument("--lr", type=float, default=d.fit.lr, help=f"learning rate (default {d.fit.lr:g})")
     parser.add_argument("--seed", type=int, default=0, help="seed of the initialisation and of every batch (default 0)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT.ckpt if present")
@@ -71,6 +71,9 @@ def read_image_list(value: str, what: str) -> list[Path]:
 
 
 def _config(args: argparse.Namespace):
+    import dataclasses
+
+    from ..networks.mad import MADConfig
     from ..training.mad import MADTrainConfig
     from ..training.randconv import RandConvConfig
 
@@ -83,17 +86,18 @@ def _config(args: argparse.Namespace):
     if args.batch_size < 1:
         raise ValueError(f"--batch-size: expected >= 1, got {args.batch_size}")
     two = args.ndim == 2
+    default = MADTrainConfig()
     return MADTrainConfig(
-        ndim=args.ndim,
-        patch_size=args.patch_size or (24 if two else 16),
-        patch_spacing_mm=args.patch_spacing or (2.0 if two else 3.0),
-        max_distance_mm=args.max_distance,
+        network=MADConfig(
+            ndim=args.ndim,
+            patch_size=args.patch_size or (24 if two else 16),
+            patch_spacing_mm=args.patch_spacing or (2.0 if two else 3.0),
+            max_distance_mm=args.max_distance,
+        ),
         randconv=RandConvConfig(kernel_sizes=kernels, depth=args.randconv_depth),
         pairs_per_volume=args.batch_size,
         appearance_reuse=args.appearance_reuse,
-        steps=args.steps,
-        lr=args.lr,
-        seed=args.seed,
+        fit=dataclasses.replace(default.fit, steps=args.steps, lr=args.lr, seed=args.seed),
     )
 
 

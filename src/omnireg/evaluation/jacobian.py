@@ -12,9 +12,10 @@ i.e. central differences with zero-flux Neumann borders: at the first voxel ``(u
 the last ``(u[S-1] - u[S-2]) / 2``, 0 along an axis of size 1. This is exactly SimpleITK's / ITK's
 ``DisplacementFieldJacobianDeterminantFilter`` (also behind ANTs' ``CreateJacobianDeterminantImage``)
 for a grid with identity direction; unlike ITK, the direction matrix is honoured, so the value does
-not depend on the orientation the image is stored in. (The training regulariser
-:mod:`omnireg.regularizers.finite_differences` uses one-sided differences at the borders instead; the
-two agree everywhere except on the outermost voxels.)
+not depend on the orientation the image is stored in. It is
+:func:`omnireg.core.differences.jacobian_determinant_from_displacement` with the border rule
+``clamped``; the regularizers use the same function with one-sided differences at the borders (exact
+for affine fields); the two agree everywhere except on the outermost voxels.
 
 Statistics (:class:`JacobianStats`): the fraction and percentage of voxels with ``det <= 0``
 (folding, a voxel-count analogue of Learn2Reg's NDV), min, max and mean of ``det``, and the standard
@@ -29,9 +30,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..core.differences import BorderRule, jacobian_determinant_from_displacement
 from ..core.grid import Grid
 from ..core.image import Image
-from ..transforms.base import Transform
+from ..transforms.base import Transform, check_single_transform
 
 __all__ = [
     "JacobianStats",
@@ -62,10 +64,7 @@ def displacement_on_grid(field: object, grid: Grid) -> np.ndarray:
         raise TypeError(f"grid: expected a Grid, got {type(grid).__name__}")
     d = grid.ndim
     if isinstance(field, Transform):
-        if field.ndim != d:
-            raise ValueError(f"field: expected a {d}D transform for the {d}D grid, got {field.ndim}D")
-        if field.batch_size != 1:
-            raise ValueError(f"field: expected a transform of batch size 1, got {field.batch_size}")
+        check_single_transform(field, d, "field")
         with torch.no_grad():
             return field.displacement(grid, dtype=torch.float64)[0].cpu().numpy()
     if isinstance(field, torch.Tensor):
@@ -76,27 +75,6 @@ def displacement_on_grid(field: object, grid: Grid) -> np.ndarray:
     if u.shape != (d, *grid.shape):
         raise ValueError(f"field: expected a displacement of shape {(d, *grid.shape)} on the grid, got {field.shape}")
     return np.asarray(u, dtype=np.float64)
-
-
-def _det(a: np.ndarray) -> np.ndarray:
-    """Determinant of ``(D, D, *S)`` matrices for D in 1..3 (closed form, no copy to (..., D, D))."""
-    d = a.shape[0]
-    if d == 1:
-        return a[0, 0].copy()
-    if d == 2:
-        return a[0, 0] * a[1, 1] - a[0, 1] * a[1, 0]
-    return (
-        a[0, 0] * (a[1, 1] * a[2, 2] - a[1, 2] * a[2, 1])
-        - a[0, 1] * (a[1, 0] * a[2, 2] - a[1, 2] * a[2, 0])
-        + a[0, 2] * (a[1, 0] * a[2, 1] - a[1, 1] * a[2, 0])
-    )
-
-
-def _central(u: np.ndarray, axis: int, rows: np.ndarray, n: int, offset: int) -> np.ndarray:
-    """``(u[min(k+1, n-1)] - u[max(k-1, 0)]) / 2`` for global indices ``rows`` (array holds ``offset`` on)."""
-    hi = np.minimum(rows + 1, n - 1) - offset
-    lo = np.maximum(rows - 1, 0) - offset
-    return (np.take(u, hi, axis=axis) - np.take(u, lo, axis=axis)) / 2.0
 
 
 def jacobian_determinant(field: object, grid: Grid) -> np.ndarray:
@@ -122,26 +100,18 @@ def jacobian_determinant(field: object, grid: Grid) -> np.ndarray:
         1.5
     """
     u = displacement_on_grid(field, grid)
-    d = grid.ndim
-    m_inv = grid.voxel_from_world()[:d, :d]  # M^-1
     shape = grid.shape
     n0 = shape[0]
     per_slice = max(1, int(np.prod(shape[1:])))
     step = max(1, _CHUNK_VOXELS // per_slice)
     out = np.empty(shape, dtype=np.float64)
-    for start in range(0, n0, step):
+    for start in range(0, n0, step):  # slabs along axis 0 with a one-voxel halo; the halo rows are dropped
         stop = min(start + step, n0)
         lo, hi = max(start - 1, 0), min(stop + 1, n0)
-        slab = u[:, lo:hi]
-        dv = np.empty((d, d, stop - start, *shape[1:]))  # dv[i, a] = du_i / dv_a
-        dv[:, 0] = _central(slab, 1, np.arange(start, stop), n0, lo)
-        core = slab[:, start - lo : start - lo + (stop - start)]
-        for a in range(1, d):
-            dv[:, a] = _central(core, a + 1, np.arange(shape[a]), shape[a], 0)
-        jac = np.einsum("ia...,aj->ij...", dv, m_inv)
-        for i in range(d):
-            jac[i, i] += 1.0
-        out[start:stop] = _det(jac)
+        slab = torch.from_numpy(np.ascontiguousarray(u[:, lo:hi]))[None]
+        slab_grid = Grid((hi - lo, *shape[1:]), grid.spacing, grid.origin, grid.direction)
+        det = jacobian_determinant_from_displacement(slab, slab_grid, border=BorderRule.CLAMPED)[0]
+        out[start:stop] = det[start - lo : start - lo + (stop - start)].numpy()
     return out
 
 
@@ -267,13 +237,8 @@ def inverse_consistency_error(forward: Transform, backward: Transform, grid: Gri
     """
     if not isinstance(grid, Grid):
         raise TypeError(f"grid: expected a Grid, got {type(grid).__name__}")
-    for name, t in (("forward", forward), ("backward", backward)):
-        if not isinstance(t, Transform):
-            raise TypeError(f"{name}: expected a Transform, got {type(t).__name__}")
-        if t.ndim != grid.ndim:
-            raise ValueError(f"{name}: expected a {grid.ndim}D transform for the {grid.ndim}D grid, got {t.ndim}D")
-        if t.batch_size != 1:
-            raise ValueError(f"{name}: expected a transform of batch size 1, got {t.batch_size}")
+    check_single_transform(forward, grid.ndim, "forward")
+    check_single_transform(backward, grid.ndim, "backward")
     with torch.no_grad():
         x = grid.points("world", dtype=torch.float64, device=forward.device)
         y = forward.transform_grid(grid, dtype=torch.float64)

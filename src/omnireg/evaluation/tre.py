@@ -17,30 +17,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..transforms.base import Transform
+from ..core.arrays import as_homogeneous_matrix, as_point_array
+from ..transforms.base import Transform, check_single_transform
 
-__all__ = ["TREResult", "as_matrix", "as_points", "map_points", "target_registration_error"]
-
-
-def as_points(points: object, name: str, *, ndim: int | None = None) -> np.ndarray:
-    """``points`` as a float64 ``(P, D)`` array of finite world coordinates.
-
-    Raises:
-        TypeError: if ``points`` is not array-like.
-        ValueError: on another shape, a dimension other than ``ndim`` (2 or 3), or non-finite values.
-    """
-    if isinstance(points, torch.Tensor):
-        points = points.detach().cpu().numpy()
-    try:
-        arr = np.asarray(points, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"{name}: expected a (P, D) array of world coordinates, got {type(points).__name__}") from exc
-    if arr.ndim != 2 or arr.shape[1] not in (2, 3) or (ndim is not None and arr.shape[1] != ndim):
-        want = f"(P, {ndim})" if ndim else "(P, 2) or (P, 3)"
-        raise ValueError(f"{name}: expected shape {want} (points, world components), got {arr.shape}")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name}: expected finite coordinates, got NaN or infinite values")
-    return arr
+__all__ = ["TREResult", "map_points", "target_registration_error"]
 
 
 def map_points(transform: Transform | np.ndarray | torch.Tensor | None, points: np.ndarray) -> np.ndarray:
@@ -61,31 +41,14 @@ def map_points(transform: Transform | np.ndarray | torch.Tensor | None, points: 
     if transform is None:
         return points.copy()
     if isinstance(transform, Transform):
-        if transform.ndim != d:
-            raise ValueError(f"transform: expected a {d}D transform for {d}D points, got {transform.ndim}D")
-        if transform.batch_size != 1:
-            raise ValueError(f"transform: expected a batch size of 1, got {transform.batch_size}")
+        check_single_transform(transform, d, "transform")
         with torch.no_grad():
             x = torch.as_tensor(points, dtype=torch.float64, device=transform.device)[None]
             return transform(x)[0].detach().cpu().numpy().astype(np.float64)
     if isinstance(transform, (np.ndarray, torch.Tensor)):
-        m = as_matrix(transform, d, "transform")
+        m = as_homogeneous_matrix(transform, "transform", ndim=d)
         return points @ m[:d, :d].T + m[:d, d]
     raise TypeError(f"transform: expected a Transform, a ({d + 1}, {d + 1}) matrix or None, got {type(transform).__name__}")
-
-
-def as_matrix(matrix: object, ndim: int, name: str) -> np.ndarray:
-    """A float64 homogeneous ``(ndim+1, ndim+1)`` matrix with last row ``(0, ..., 0, 1)``."""
-    if isinstance(matrix, torch.Tensor):
-        matrix = matrix.detach().cpu().numpy()
-    m = np.asarray(matrix, dtype=np.float64)
-    if m.ndim == 3 and m.shape[0] == 1:
-        m = m[0]
-    if m.shape != (ndim + 1, ndim + 1):
-        raise ValueError(f"{name}: expected a homogeneous ({ndim + 1}, {ndim + 1}) matrix, got shape {m.shape}")
-    if not np.allclose(m[ndim], np.eye(ndim + 1)[ndim]):
-        raise ValueError(f"{name}: expected the last row (0, ..., 0, 1), got {m[ndim].tolist()}")
-    return m
 
 
 @dataclass(frozen=True)
@@ -144,8 +107,8 @@ def target_registration_error(
         >>> target_registration_error(p, q).mean_mm
         5.0
     """
-    p = as_points(fixed_points, "fixed_points")
-    q = as_points(moving_points, "moving_points", ndim=p.shape[1])
+    p = as_point_array(fixed_points, "fixed_points")
+    q = as_point_array(moving_points, "moving_points", ndim=p.shape[1])
     if p.shape[0] != q.shape[0]:
         raise ValueError(f"moving_points: expected {p.shape[0]} points (as many as fixed_points), got {q.shape[0]}")
     if p.shape[0] == 0:

@@ -6,6 +6,7 @@ tensor-axis order, transforms mapping fixed to moving world points); everything 
 Writers are atomic and refuse to overwrite an existing file unless ``force=True``.
 """
 
+from . import itk_transforms
 from ._files import atomic_output, json_ready, staged_outputs, write_bytes_atomic, write_json_atomic, write_text_atomic
 
 #: names loaded on first use, with the module that holds them: the readers and writers need nibabel and
@@ -33,17 +34,7 @@ __all__ = [
     "load_image",
     "save_image",
     "image_info",
-    "TransformKind",
-    "FieldPrecision",
-    "LinearItem",
-    "DisplacementItem",
-    "read_linear_transform",
-    "write_linear_transform",
-    "read_displacement_field",
-    "write_displacement_field",
-    "read_composite_h5",
-    "write_composite_h5",
-    "read_transform_file",
+    *itk_transforms.__all__,
     "atomic_output",
     "staged_outputs",
     "write_bytes_atomic",

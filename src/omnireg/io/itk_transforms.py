@@ -45,6 +45,7 @@ import SimpleITK as sitk
 import torch
 
 from ..core import Grid, as_enum
+from ..core.arrays import as_homogeneous_matrix
 from ._convert import (
     array_from_sitk,
     convert_affine_ras_lps,
@@ -138,24 +139,6 @@ TransformItem = Union[LinearItem, DisplacementItem]
 
 
 # ---------------------------------------------------------------------------------------------- checks
-def _check_matrix(matrix, name: str) -> np.ndarray:
-    if isinstance(matrix, torch.Tensor):
-        matrix = matrix.detach().cpu().numpy()
-    try:
-        m = np.asarray(matrix, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"{name}: expected a (D+1, D+1) array, got {type(matrix).__name__}") from exc
-    if m.shape not in ((3, 3), (4, 4)):
-        raise ValueError(f"{name}: expected a homogeneous (3, 3) or (4, 4) matrix, got shape {m.shape}")
-    if not np.all(np.isfinite(m)):
-        raise ValueError(f"{name}: expected finite values")
-    last = np.zeros(m.shape[0])
-    last[-1] = 1.0
-    if not np.allclose(m[-1], last, atol=1e-12):
-        raise ValueError(f"{name}: expected the last row to be {last.tolist()}, got {m[-1].tolist()}")
-    return m
-
-
 def _check_field(field, grid, name: str) -> np.ndarray:
     if not isinstance(grid, Grid):
         raise TypeError(f"grid: expected a Grid, got {type(grid).__name__}")
@@ -192,7 +175,7 @@ def _normalize_item(item, index: int) -> TransformItem:
     if kind is TransformKind.LINEAR:
         if len(item) != 2:
             raise ValueError(f"items[{index}]: expected ('linear', matrix), got a tuple of {len(item)}")
-        return LinearItem(kind, _check_matrix(item[1], f"items[{index}] matrix"))
+        return LinearItem(kind, as_homogeneous_matrix(item[1], f"items[{index}] matrix"))
     if len(item) != 3:
         raise ValueError(f"items[{index}]: expected ('displacement', field, grid), got a tuple of {len(item)}")
     arr = _check_field(item[1], item[2], f"items[{index}] field")
@@ -219,7 +202,7 @@ def write_linear_transform(matrix_ras, path: str | os.PathLike, *, force: bool =
         TypeError, ValueError: bad matrix or extension.
         FileExistsError: ``path`` exists and ``force`` is false.
     """
-    m = _check_matrix(matrix_ras, "matrix_ras")
+    m = as_homogeneous_matrix(matrix_ras, "matrix_ras")
     p = as_path(path)
     ext = extension(p)
     if ext not in LINEAR_EXTENSIONS:

@@ -23,6 +23,7 @@ from enum import Enum
 
 import numpy as np
 
+from ..core.arrays import as_point_array
 from ..core.enums import as_enum
 
 __all__ = ["LinearModel", "fit_rigid", "fit_similarity", "fit_affine", "fit_linear"]
@@ -39,17 +40,8 @@ class LinearModel(str, Enum):
 
 
 def _check_pairs(fixed_points: object, moving_points: object) -> tuple[np.ndarray, np.ndarray]:
-    out = []
-    for name, pts in (("fixed_points", fixed_points), ("moving_points", moving_points)):
-        if hasattr(pts, "detach"):
-            pts = pts.detach().cpu().numpy()
-        arr = np.asarray(pts, dtype=np.float64)
-        if arr.ndim != 2 or arr.shape[1] not in (2, 3):
-            raise ValueError(f"{name}: expected shape (P, 2) or (P, 3) (world RAS mm), got {arr.shape}")
-        if not np.all(np.isfinite(arr)):
-            raise ValueError(f"{name}: expected finite coordinates, got NaN or infinite values")
-        out.append(arr)
-    p, q = out
+    p = as_point_array(fixed_points, "fixed_points")
+    q = as_point_array(moving_points, "moving_points")
     if p.shape != q.shape:
         raise ValueError(f"moving_points: expected shape {p.shape} (that of fixed_points, paired points), got {q.shape}")
     return p, q

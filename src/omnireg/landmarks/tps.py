@@ -30,6 +30,7 @@ import logging
 import numpy as np
 import torch
 
+from ..core.arrays import as_point_array
 from ..transforms.base import Transform
 
 __all__ = ["ThinPlateSpline", "tps_kernel"]
@@ -55,17 +56,6 @@ def tps_kernel(r2: torch.Tensor | np.ndarray, ndim: int) -> torch.Tensor | np.nd
     safe = torch.where(pos, r2, torch.ones_like(r2))
     val = torch.sqrt(safe) if ndim == 3 else 0.5 * safe * torch.log(safe)
     return torch.where(pos, val, torch.zeros_like(val))
-
-
-def _points(points: object, name: str) -> np.ndarray:
-    if isinstance(points, torch.Tensor):
-        points = points.detach().cpu().numpy()
-    arr = np.asarray(points, dtype=np.float64)
-    if arr.ndim != 2 or arr.shape[1] not in (2, 3):
-        raise ValueError(f"{name}: expected shape (P, 2) or (P, 3) (world RAS mm), got {arr.shape}")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name}: expected finite coordinates, got NaN or infinite values")
-    return arr
 
 
 class ThinPlateSpline(Transform):
@@ -104,8 +94,8 @@ class ThinPlateSpline(Transform):
         dtype: torch.dtype = torch.float64,
         device: torch.device | str | None = None,
     ) -> None:
-        p = _points(fixed_points, "fixed_points")
-        q = _points(moving_points, "moving_points")
+        p = as_point_array(fixed_points, "fixed_points")
+        q = as_point_array(moving_points, "moving_points")
         if q.shape != p.shape:
             raise ValueError(f"moving_points: expected shape {p.shape} (that of fixed_points, paired points), got {q.shape}")
         if isinstance(regularization, bool) or not isinstance(regularization, (int, float)) or not regularization >= 0:

@@ -7,6 +7,13 @@ A model file is a ``torch.save`` dictionary read with ``weights_only=True`` (no 
 
 ``kind`` names an architecture registered with :func:`register_architecture`; ``config`` holds the
 fields of its config dataclass, so :func:`load_model` rebuilds the network from the file alone.
+
+Registration goes one way: this module keeps the registry and imports no architecture; each
+architecture module calls ``register_architecture(kind, factory, config_cls)`` once at its end, and
+``omnireg/networks/__init__.py`` imports every architecture module. Python runs that ``__init__``
+before any submodule of the package, so every built-in kind is registered whenever this module is
+usable. A new architecture is one ``register_architecture`` line in its module plus one import line
+in ``omnireg/networks/__init__.py``.
 ``meta`` records how the model was made (command, data, validation figures). Weights shipped with
 the package live in ``omnireg/data/weights/<kind>_<D>d.pt`` and load offline
 (:func:`packaged_weights`, :func:`resolve_weights`).
@@ -62,18 +69,15 @@ def atomic_torch_save(obj: dict, path: Path) -> None:
 
 
 def to_plain(value: Any) -> Any:
-    """Config and metadata as plain Python types (tuples become lists) for a weights-only file."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return to_plain(dataclasses.asdict(value))
-    if isinstance(value, dict):
-        return {str(k): to_plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_plain(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    if hasattr(value, "value") and isinstance(getattr(value, "value"), str):  # enums
-        return value.value
-    return value
+    """Config and metadata as plain values for a weights-only file: :func:`omnireg.io.json_ready`.
+
+    The one conversion of omnireg's values to plain data is :func:`~omnireg.io.json_ready` (tuples
+    become lists, enums their value, paths strings, NumPy scalars Python numbers, NaN ``None``); this
+    name is kept for the training modules that call it.
+    """
+    from ..io import json_ready
+
+    return json_ready(value)
 
 
 def save_model(path: str | Path, model: nn.Module, *, kind: str, meta: dict | None = None) -> Path:
@@ -147,9 +151,7 @@ def load_model(path: str | Path, *, kind: str | None = None, map_location: str |
     if kind is not None and file_kind != kind:
         raise ValueError(f"weights: {path} holds a {file_kind!r} model, expected {kind!r}")
     if file_kind not in _ARCHITECTURES:
-        _import_builtin()
-    if file_kind not in _ARCHITECTURES:
-        raise ValueError(f"weights: {path} holds an unknown architecture {file_kind!r}")
+        raise ValueError(f"weights: {path} holds an unknown architecture {file_kind!r}; known: {sorted(_ARCHITECTURES)}")
     factory, config_cls = _ARCHITECTURES[file_kind]
     names = {f.name for f in dataclasses.fields(config_cls)}
     try:
@@ -163,10 +165,6 @@ def load_model(path: str | Path, *, kind: str | None = None, map_location: str |
         raise ValueError(f"weights: {path} does not match its {file_kind!r} config: {str(exc).splitlines()[0]}") from None
     model.to(map_location).eval()
     return model, obj.get("meta", {})
-
-
-def _import_builtin() -> None:
-    from . import disa, mad, segmenter, voxelmorph  # noqa: F401 - registers the built-in architectures
 
 
 def packaged_weights(name: str) -> Path:

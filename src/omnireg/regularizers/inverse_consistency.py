@@ -17,7 +17,7 @@ from torch import nn
 
 from ..core.enums import Interp, Padding, as_enum
 from ..core.sampling import sample
-from .finite_differences import GridLike, _check_displacement, _voxel_from_world_linear
+from ..core.differences import GridLike, check_displacement, voxel_from_world_linear
 
 __all__ = ["inverse_consistency_penalty", "InverseConsistencyPenalty"]
 
@@ -77,8 +77,8 @@ def inverse_consistency_penalty(
         >>> inverse_consistency_penalty(t, t, (1.0, 1.0))  # e = 2 t, ||e||^2 = 4 * 2.5
         tensor([10.])
     """
-    _check_displacement(u_forward, "u_forward")
-    _check_displacement(u_backward, "u_backward")
+    check_displacement(u_forward, "u_forward")
+    check_displacement(u_backward, "u_backward")
     if u_forward.shape != u_backward.shape:
         raise ValueError(
             f"u_backward: expected the shape of u_forward {tuple(u_forward.shape)}, got {tuple(u_backward.shape)}"
@@ -87,7 +87,7 @@ def inverse_consistency_penalty(
         raise TypeError(f"u_backward: expected dtype {u_forward.dtype} (as u_forward), got {u_backward.dtype}")
     interp = as_enum(interp, Interp, "interp")
     padding = as_enum(padding, Padding, "padding")
-    minv = _voxel_from_world_linear(grid, u_forward)
+    minv = voxel_from_world_linear(grid, u_forward)
     err = _composition_residual(u_forward, u_backward, minv, interp, padding).square().sum(dim=1)
     value = err.flatten(1).mean(dim=1)
     if symmetric:

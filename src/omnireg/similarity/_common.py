@@ -1,4 +1,6 @@
-"""Shared helpers of the similarity measures: validation, weighted means, filters, gradients.
+"""Shared helpers of the similarity measures: validation, weighted means, window kernels, gradients.
+
+The windowed sums themselves use :func:`omnireg.core.filters.separable_filter`.
 
 Private to :mod:`omnireg.similarity`; every helper keeps the dtype and device of its input.
 """
@@ -10,9 +12,10 @@ from numbers import Real
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 
+from ..core.differences import voxel_derivative
 from ..core.enums import as_enum
+from ..core.filters import gaussian_kernel1d
 from .enums import Kernel, LengthUnit
 
 __all__: list[str] = []
@@ -247,81 +250,7 @@ def kernel_1d(
     if kernel is Kernel.BOX:
         size = max(1, 2 * int(math.floor((width - 1.0) / 2.0 + 0.5)) + 1)
         return torch.full((size,), 1.0 / size, dtype=dtype, device=device)
-    sigma = width / _FWHM_PER_SIGMA
-    radius = max(1, int(math.ceil(3.0 * sigma)))
-    t = torch.arange(-radius, radius + 1, dtype=dtype, device=device)
-    k = torch.exp(-0.5 * (t / sigma) ** 2)
-    return k / k.sum()
-
-
-def separable_filter(x: torch.Tensor, kernels: Sequence[torch.Tensor | None]) -> torch.Tensor:
-    """Correlate every channel of ``x`` ``(N, C, *S)`` with a separable symmetric kernel, zero padding.
-
-    Each axis is filtered by shifted in-place additions of the input (``r`` pairs of additions for a
-    kernel of radius ``r``), several times faster on CPU than a depthwise convolution. With symmetric
-    kernels and zero padding the operator is self-adjoint, so the backward pass is the same filter
-    applied to the incoming gradient (and is itself differentiable).
-
-    Args:
-        x: ``(N, C, *S)`` with 1 to 3 spatial axes.
-        kernels: one odd-length, symmetric 1D kernel per spatial axis (``None``: identity).
-
-    Returns:
-        ``(N, C, *S)``, same size, dtype and device.
-    """
-    if len(kernels) != x.ndim - 2:
-        raise ValueError(f"kernels: expected {x.ndim - 2} kernels (one per spatial axis), got {len(kernels)}")
-    weights = []
-    for k in kernels:
-        if k is None:
-            weights.append(None)
-            continue
-        values = [float(v) for v in k.detach().reshape(-1).cpu().tolist()]
-        if len(values) % 2 != 1 or any(abs(a - b) > 1e-12 * max(1.0, abs(a)) for a, b in zip(values, values[::-1])):
-            raise ValueError(f"kernels: expected odd-length symmetric kernels, got {values}")
-        weights.append(tuple(values))
-    return _SeparableFilter.apply(x, tuple(weights))
-
-
-class _SeparableFilter(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, weights):  # noqa: D102
-        ctx.weights = weights
-        for axis, w in enumerate(weights):
-            if w is not None:
-                x = _filter_axis(x, w, 2 + axis)
-        return x
-
-    @staticmethod
-    def backward(ctx, grad):  # noqa: D102
-        return _SeparableFilter.apply(grad, ctx.weights), None
-
-
-def _filter_axis(x: torch.Tensor, weights: tuple[float, ...], dim: int) -> torch.Tensor:
-    """``out[i] = sum_s w[r + s] x[i + s]`` along ``dim`` with zeros outside (w symmetric)."""
-    r = len(weights) // 2
-    n = x.shape[dim]
-    out = x * weights[r]
-    for s in range(1, min(r, n - 1) + 1):
-        w = weights[r + s]
-        out.narrow(dim, s, n - s).add_(x.narrow(dim, 0, n - s), alpha=w)
-        out.narrow(dim, 0, n - s).add_(x.narrow(dim, s, n - s), alpha=w)
-    return out
-
-
-def filter_of_ones(shape: Sequence[int], kernels: Sequence[torch.Tensor | None], like: torch.Tensor) -> torch.Tensor:
-    """:func:`separable_filter` of an all-ones image ``(1, 1, *shape)``, as an outer product of 1D filters."""
-    out = torch.ones((1, 1) + (1,) * len(shape), dtype=like.dtype, device=like.device)
-    for axis, (size, k) in enumerate(zip(shape, kernels)):
-        ones = torch.ones(1, 1, size, dtype=like.dtype, device=like.device)
-        if k is None:
-            line = ones
-        else:
-            line = F.conv1d(ones, k.to(like.dtype).reshape(1, 1, -1), padding=k.numel() // 2)
-        view = [1, 1] + [1] * len(shape)
-        view[2 + axis] = size
-        out = out * line.reshape(view)
-    return out
+    return gaussian_kernel1d(width / _FWHM_PER_SIGMA, truncate=3.0, dtype=dtype, device=device)
 
 
 # ---------------------------------------------------------------------------------------- gradients
@@ -329,7 +258,8 @@ def gradient(x: torch.Tensor, spacing: Sequence[float]) -> torch.Tensor:
     """Finite-difference gradient of every channel, per mm.
 
     Central differences inside, one-sided first-order differences on the first and last voxel of each
-    axis (as ``numpy.gradient(..., edge_order=1)``); zero along an axis of size 1.
+    axis (as ``numpy.gradient(..., edge_order=1)``; :func:`omnireg.core.differences.voxel_derivative`);
+    zero along an axis of size 1.
 
     Args:
         x: ``(N, C, *S)``.
@@ -338,20 +268,4 @@ def gradient(x: torch.Tensor, spacing: Sequence[float]) -> torch.Tensor:
     Returns:
         ``(N, C, D, *S)``, components in tensor-axis order.
     """
-    d = x.ndim - 2
-    parts = []
-    for axis in range(d):
-        dim = 2 + axis
-        n = x.shape[dim]
-        h = float(spacing[axis])
-        if n < 2:
-            parts.append(torch.zeros_like(x))
-            continue
-        first = (x.narrow(dim, 1, 1) - x.narrow(dim, 0, 1)) / h
-        last = (x.narrow(dim, n - 1, 1) - x.narrow(dim, n - 2, 1)) / h
-        if n > 2:
-            inner = (x.narrow(dim, 2, n - 2) - x.narrow(dim, 0, n - 2)) / (2.0 * h)
-            parts.append(torch.cat([first, inner, last], dim=dim))
-        else:
-            parts.append(torch.cat([first, last], dim=dim))
-    return torch.stack(parts, dim=2)
+    return torch.stack([voxel_derivative(x, 2 + a) / float(spacing[a]) for a in range(x.ndim - 2)], dim=2)

@@ -18,18 +18,17 @@ from typing import Sequence
 
 import torch
 
+from ..core.filters import filter_of_ones, separable_filter
 from ._common import (
     check_lengths,
     check_mask,
     check_pair,
     check_positive,
     check_spacing,
-    filter_of_ones,
     gradient,
     kernel_1d,
     per_axis,
     safe_norm,
-    separable_filter,
     standardize,
 )
 from .base import SimilarityMeasure, register_similarity

@@ -9,16 +9,15 @@ from __future__ import annotations
 import torch
 
 from ..core.enums import as_enum
+from ..core.filters import filter_of_ones, separable_filter
 from ._common import (
     check_mask,
     check_pair,
     check_lengths,
     check_positive,
     check_spacing,
-    filter_of_ones,
     kernel_1d,
     length_in_voxels,
-    separable_filter,
     standardize,
     weighted_mean,
 )

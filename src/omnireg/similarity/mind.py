@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core.enums import as_enum
+from ..core.filters import separable_filter
 from ._common import (
     check_image,
     check_lengths,
@@ -32,7 +33,6 @@ from ._common import (
     check_spacing,
     kernel_1d,
     length_in_voxels,
-    separable_filter,
     weighted_mean,
 )
 from .base import EngineTraits, SimilarityMeasure, register_similarity

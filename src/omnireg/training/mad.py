@@ -65,11 +65,10 @@ class MADTrainConfig:
     """Everything that defines a MAD training run (network, data, optimisation).
 
     Attributes:
-        ndim: 2 or 3.
-        patch_size, patch_spacing_mm, widths, depth, head_width, max_distance_mm: network and patch
-            geometry (:class:`omnireg.networks.mad.MADConfig`).
+        network: the architecture and patch geometry (:class:`omnireg.networks.mad.MADConfig`: ndim,
+            patch size and spacing, widths, ``max_distance_mm``, ...), saved with the weights.
         volume_spacing_mm: training volumes are resampled to this isotropic spacing (``None``:
-            ``patch_spacing_mm``).
+            ``network.patch_spacing_mm``).
         foreground_level: patch centres lie where the normalised intensity exceeds this.
         zero_offset_fraction, small_offset_fraction, small_offset_mm: the offset distribution (module doc).
         frame_rotation_deg: largest rotation of the common patch frame.
@@ -81,16 +80,11 @@ class MADTrainConfig:
             seeded by ``(seed, t // appearance_reuse)``, so resumed runs stay exact; > 1 amortises the
             cost of random convolutions on 3D volumes.
         volumes_per_step, pairs_per_volume: batch layout (batch size = their product).
-        steps, lr, weight_decay, warmup, seed, checkpoint_every: optimisation (:class:`FitConfig`).
+        fit: optimisation (:class:`~omnireg.training.loop.FitConfig`; here 1500 steps, lr 2e-3, weight
+            decay 1e-4, 50 warm-up steps by default).
     """
 
-    ndim: int = 3
-    patch_size: int = 16
-    patch_spacing_mm: float = 3.0
-    widths: tuple[int, int, int, int] = (8, 16, 32, 32)
-    depth: int = 1
-    head_width: int = 32
-    max_distance_mm: float = 40.0
+    network: MADConfig = field(default_factory=MADConfig)
     volume_spacing_mm: float | None = None
     foreground_level: float = 0.1
     zero_offset_fraction: float = 0.1
@@ -103,14 +97,13 @@ class MADTrainConfig:
     appearance_reuse: int = 1
     volumes_per_step: int = 1
     pairs_per_volume: int = 64
-    steps: int = 1500
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    warmup: int = 50
-    seed: int = 0
-    checkpoint_every: int = 50
+    fit: FitConfig = field(default_factory=lambda: FitConfig(steps=1500, lr=2e-3, weight_decay=1e-4, warmup=50))
 
     def __post_init__(self) -> None:
+        if isinstance(self.network, dict):
+            self.network = MADConfig(**self.network)
+        if isinstance(self.fit, dict):
+            self.fit = FitConfig(**self.fit)
         if isinstance(self.randconv, dict):
             self.randconv = RandConvConfig(**self.randconv)
         for name in ("zero_offset_fraction", "small_offset_fraction", "original_fraction"):
@@ -122,29 +115,11 @@ class MADTrainConfig:
             raise ValueError(f"appearance_reuse: expected >= 1, got {self.appearance_reuse!r}")
         if int(self.volumes_per_step) < 1 or int(self.pairs_per_volume) < 1:
             raise ValueError("volumes_per_step, pairs_per_volume: expected >= 1")
-        self.network_config()  # validates the architecture fields
 
     @property
     def spacing(self) -> float:
         """The isotropic spacing (mm) training volumes are resampled to."""
-        return float(self.volume_spacing_mm or self.patch_spacing_mm)
-
-    def network_config(self) -> MADConfig:
-        return MADConfig(
-            ndim=self.ndim,
-            patch_size=self.patch_size,
-            patch_spacing_mm=self.patch_spacing_mm,
-            widths=self.widths,
-            depth=self.depth,
-            head_width=self.head_width,
-            max_distance_mm=self.max_distance_mm,
-        )
-
-    def fit_config(self) -> FitConfig:
-        return FitConfig(
-            steps=self.steps, lr=self.lr, weight_decay=self.weight_decay, warmup=self.warmup,
-            seed=self.seed, checkpoint_every=self.checkpoint_every,
-        )
+        return float(self.volume_spacing_mm or self.network.patch_spacing_mm)
 
 
 # ------------------------------------------------------------------------------------------- volumes
@@ -252,7 +227,7 @@ def _random_offsets(n: int, ndim: int, cfg: MADTrainConfig, generator: torch.Gen
     u = u / u.norm(dim=1, keepdim=True).clamp_min(1e-12)
     kind = torch.rand(n, generator=generator, dtype=torch.float64)
     t = torch.rand(n, generator=generator, dtype=torch.float64)
-    r = torch.where(kind < cfg.small_offset_fraction, t * cfg.small_offset_mm, t * cfg.max_distance_mm)
+    r = torch.where(kind < cfg.small_offset_fraction, t * cfg.small_offset_mm, t * cfg.network.max_distance_mm)
     r = torch.where(kind > 1 - cfg.zero_offset_fraction, torch.zeros_like(r), r)
     return u * r[:, None]
 
@@ -282,17 +257,17 @@ class MADPairSampler:
         if not volumes:
             raise ValueError("images: expected at least one training image")
         dims = {v.grid.ndim for v in volumes}
-        if dims != {config.ndim}:
-            raise ValueError(f"images: expected {config.ndim}D images (--ndim), got {sorted(dims)}D")
+        if dims != {config.network.ndim}:
+            raise ValueError(f"images: expected {config.network.ndim}D images (--ndim), got {sorted(dims)}D")
         self.volumes = list(volumes)
         self.config = config
-        self.offsets = patch_offsets_mm(config.patch_size, config.patch_spacing_mm, config.ndim)
+        self.offsets = patch_offsets_mm(config.network.patch_size, config.network.patch_spacing_mm, config.network.ndim)
         self._cached: tuple[int, list] | None = None
 
     def pairs_from(self, vol: MADVolume, a: torch.Tensor, b: torch.Tensor, n: int, generator: torch.Generator,
                    *, offsets_mm: torch.Tensor | None = None, rotate: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """``n`` pairs: patch 1 from ``a`` at random centres, patch 2 from ``b`` at the offset centres."""
-        cfg, d = self.config, self.config.ndim
+        cfg, d = self.config, self.config.network.ndim
         c1 = vol.random_centres(n, generator)
         off = _random_offsets(n, d, cfg, generator) if offsets_mm is None else offsets_mm
         if rotate:
@@ -313,7 +288,7 @@ class MADPairSampler:
         if self._cached is not None and self._cached[0] == block:
             return self._cached[1]
         cfg = self.config
-        g = torch.Generator().manual_seed((int(cfg.seed) * 1_000_033 + int(block) * 104_729 + 7) % (2**63 - 1))
+        g = torch.Generator().manual_seed((int(cfg.fit.seed) * 1_000_033 + int(block) * 104_729 + 7) % (2**63 - 1))
         out = []
         for _ in range(cfg.volumes_per_step):
             vol = self.volumes[int(torch.randint(len(self.volumes), (1,), generator=g))]
@@ -394,17 +369,17 @@ def mad_validation(
     model.eval()
     sampler = MADPairSampler([v for v in volumes] or [p[0] for p in pairs], config) if (volumes or pairs) else None
     report: dict = {"volumes": {}, "pairs": {}, "points": {}}
-    dists = torch.tensor([d for d in _VAL_DISTANCES if d <= config.max_distance_mm], dtype=torch.float64)
+    dists = torch.tensor([d for d in _VAL_DISTANCES if d <= config.network.max_distance_mm], dtype=torch.float64)
     n = len(dists) * per_distance
     for kind, items in (("volumes", [(v, None) for v in volumes]), ("pairs", list(pairs))):
         for i, (a_vol, b_vol) in enumerate(items):
             g = torch.Generator().manual_seed(seed + i)
-            u = torch.randn(n, config.ndim, generator=g, dtype=torch.float64)
+            u = torch.randn(n, config.network.ndim, generator=g, dtype=torch.float64)
             off = u / u.norm(dim=1, keepdim=True) * dists.repeat_interleave(per_distance)[:, None]
             if b_vol is None:
                 name = Path(a_vol.name).name
                 parts = torch.arange(n) % appearances
-                batch = torch.empty(n, 2, *([config.patch_size] * config.ndim))
+                batch = torch.empty(n, 2, *([config.network.patch_size] * config.network.ndim))
                 true = torch.empty(n)
                 for j in range(appearances):
                     sel = (parts == j).nonzero().reshape(-1)
@@ -469,7 +444,7 @@ def train_mad(
     (checkpoints, removed at the end), ``<stem>.validation.json`` and ``<stem>.validation.png`` next to it.
 
     Args:
-        images: single-modality training images (2D or 3D as ``config.ndim``).
+        images: single-modality training images (2D or 3D as ``config.network.ndim``).
         out: the model file to write.
         config: a :class:`MADTrainConfig`.
         resume: continue from ``out + ".ckpt"`` if it exists.
@@ -494,22 +469,22 @@ def train_mad(
     val_volumes = [load(p) for p in validation_images]
     val_pairs = [(load(a), load(b)) for a, b in validation_pairs]
     for v in val_volumes + [x for p in val_pairs for x in p]:
-        if v.grid.ndim != cfg.ndim:
-            raise ValueError(f"validation: {v.name} is {v.grid.ndim}D, expected {cfg.ndim}D")
+        if v.grid.ndim != cfg.network.ndim:
+            raise ValueError(f"validation: {v.name} is {v.grid.ndim}D, expected {cfg.network.ndim}D")
     log.info("loaded %d training volumes in %.1f s", len(volumes), time.perf_counter() - t0)
     sampler = MADPairSampler(volumes, cfg)
     with torch.random.fork_rng(devices=[]):  # seeded initialisation without touching the global state
-        torch.manual_seed(cfg.seed)
-        model = MADNet(cfg.network_config())
+        torch.manual_seed(cfg.fit.seed)
+        model = MADNet(cfg.network)
     extra = {"config": to_plain(dataclasses.asdict(cfg)), "images": [str(p) for p in images]}
     ckpt = out.with_name(out.name + ".ckpt")
-    result = fit(model, sampler, mad_loss, cfg.fit_config(), checkpoint=ckpt, resume=resume, extra_state=extra, progress=progress)
+    result = fit(model, sampler, mad_loss, cfg.fit, checkpoint=ckpt, resume=resume, extra_state=extra, progress=progress)
     report = mad_validation(model, volumes=val_volumes, pairs=val_pairs, config=cfg)
     stem = out.with_suffix("")
     summary = {k: v for k, v in report.items() if k != "points"}
     losses = result.losses
     summary["training"] = {
-        "steps": cfg.steps,
+        "steps": cfg.fit.steps,
         "resumed_from": result.resumed_from,
         "runtime_s": round(result.runtime_s, 1),
         "final_loss_mean_last_100": float(np.mean(losses[-100:])) if losses else None,

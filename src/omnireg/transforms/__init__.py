@@ -4,6 +4,7 @@ Every transform is a batched ``torch.nn.Module``, 2D or 3D, differentiable in it
 ``warped(x) = moving(T(x))`` for the voxel centres ``x`` of the fixed grid; ``compose(a, b) = a ∘ b``.
 """
 
+from . import linear
 from .base import Transform
 from .bspline import BSplineTransform, bspline_kernel, control_grid_for
 from .compose import Composite, compose, invert
@@ -15,13 +16,7 @@ from .warp import moving_voxel_points, resample, transform_points, warp
 
 __all__ = [
     "Transform",
-    "LinearTransform",
-    "Identity",
-    "Translation",
-    "Rigid",
-    "Similarity",
-    "Affine",
-    "rotation_matrix",
+    *linear.__all__,
     "DisplacementField",
     "StationaryVelocityField",
     "integrate_velocity",

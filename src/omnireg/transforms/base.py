@@ -23,7 +23,7 @@ from torch import nn
 
 from ..core.grid import Grid
 
-__all__ = ["Transform", "check_points", "broadcast_batch"]
+__all__ = ["Transform", "check_points", "check_single_transform", "broadcast_batch"]
 
 logger = logging.getLogger(__name__)
 
@@ -229,3 +229,19 @@ class Transform(nn.Module):
 
     def extra_repr(self) -> str:
         return f"ndim={self.ndim}, batch_size={self.batch_size}"
+
+
+def check_single_transform(transform: object, ndim: int, name: str = "transform") -> "Transform":
+    """``transform`` checked to be one :class:`Transform` (batch size 1) of dimension ``ndim``.
+
+    Raises:
+        TypeError: not a Transform.
+        ValueError: another dimension, or a batch size above 1 (the messages name ``name``).
+    """
+    if not isinstance(transform, Transform):
+        raise TypeError(f"{name}: expected a Transform, got {type(transform).__name__}")
+    if transform.ndim != ndim:
+        raise ValueError(f"{name}: expected a {ndim}D transform for {ndim}D data, got {transform.ndim}D")
+    if transform.batch_size != 1:
+        raise ValueError(f"{name}: expected a transform of batch size 1, got {transform.batch_size}")
+    return transform

@@ -5,14 +5,16 @@ Convention:
     ``grid``. Finite-difference scheme: ``T`` is evaluated on the grid
     (:meth:`Transform.transform_grid`) and differentiated along each tensor axis ``k`` with
     **central differences** ``(T[i+1] - T[i-1]) / 2`` inside and **first-order one-sided**
-    differences at the first and last voxel (as ``numpy.gradient(edge_order=1)``); an axis of size 1
+    differences at the first and last voxel (as ``numpy.gradient(edge_order=1)``:
+    :func:`omnireg.core.differences.voxel_derivative`, border rule ``one-sided``); an axis of size 1
     uses central differences of ``T`` at ``x +- spacing_k * direction[:, k]``. The voxel derivatives
     are converted to world derivatives by the chain rule
     ``dT/dx = dT/dp @ dp/dx`` with ``dp/dx = diag(1 / spacing) @ direction^T``, so oblique and
     anisotropic grids are handled. For an affine ``T`` the result is exactly ``A`` (up to float error);
     for smooth fields the error is O(spacing^2) inside.
 
-    The determinant ``det J`` is the local volume ratio (moving / fixed); ``det J <= 0`` marks folding.
+    The determinant ``det J`` (closed form, :func:`omnireg.core.differences.determinant`) is the local
+    volume ratio (moving / fixed); ``det J <= 0`` marks folding.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..core.differences import determinant, voxel_derivative
 from ..core.grid import Grid
 from .base import Transform
 
@@ -56,7 +59,7 @@ def jacobian_matrix(transform: Transform, grid: Grid, *, dtype: torch.dtype | No
     derivs = []
     for k in range(d):
         if grid.shape[k] > 1:
-            dk = torch.gradient(y, dim=1 + k, edge_order=1)[0]
+            dk = voxel_derivative(y, 1 + k)
         else:
             plus = transform.transform_grid(_shifted(grid, k, 1.0), dtype=y.dtype)
             minus = transform.transform_grid(_shifted(grid, k, -1.0), dtype=y.dtype)
@@ -77,7 +80,4 @@ def jacobian_determinant(transform: Transform, grid: Grid, *, dtype: torch.dtype
     Args:
         transform, grid, dtype: as :func:`jacobian_matrix`.
     """
-    jac = jacobian_matrix(transform, grid, dtype=dtype)
-    d = grid.ndim
-    mat = jac.permute(0, *range(3, 3 + d), 1, 2)
-    return torch.linalg.det(mat).unsqueeze(1)
+    return determinant(jacobian_matrix(transform, grid, dtype=dtype)).unsqueeze(1)
