@@ -8,7 +8,7 @@ from typing import Callable, Iterator
 
 from .errors import CliError
 
-__all__ = ["DeferredParser", "LazyChoices", "OneLineParser", "command_line", "input_path", "label_map_arg", "landmarks_arg",
+__all__ = ["DeferredParser", "LazyChoices", "OneLineParser", "TrainProgress", "command_line", "input_path", "label_map_arg", "landmarks_arg",
            "load_image_arg", "output_path", "paired_landmarks", "preset_choices", "transform_chain_arg"]
 
 
@@ -203,3 +203,31 @@ def command_line(args) -> str:
     import shlex
 
     return "omnireg " + " ".join(shlex.quote(str(a)) for a in getattr(args, "argv", []))
+
+
+class TrainProgress:
+    """A tqdm bar on stderr fed by :class:`omnireg.training.loop.TrainEvent` (disabled with ``--quiet``)."""
+
+    def __init__(self, enabled: bool, desc: str) -> None:
+        self.enabled = enabled
+        self.desc = desc
+        self.bar = None
+
+    def __call__(self, ev) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=ev.steps, initial=ev.step - 1, desc=self.desc, dynamic_ncols=True)
+        self.bar.n = ev.step
+        if getattr(ev, "validation", None) and "dice" in ev.validation:
+            self.val = f"{ev.validation['dice']:.3f}"
+        extra = {"val_dice": self.val} if getattr(self, "val", None) else {}
+        self.bar.set_postfix(loss=f"{ev.loss:.4g}", lr=f"{ev.lr:.2g}", **extra, refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

@@ -5,37 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import DeferredParser, command_line, input_path, output_path
+from .common import DeferredParser, TrainProgress, command_line, input_path, output_path
 
-__all__ = ["add_parser", "run", "TrainProgress"]
-
-
-class TrainProgress:
-    """A tqdm bar on stderr fed by :class:`omnireg.training.loop.TrainEvent` (disabled with ``--quiet``)."""
-
-    def __init__(self, enabled: bool, desc: str) -> None:
-        self.enabled = enabled
-        self.desc = desc
-        self.bar = None
-
-    def __call__(self, ev) -> None:
-        if not self.enabled:
-            return
-        if self.bar is None:
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=ev.steps, initial=ev.step - 1, desc=self.desc, dynamic_ncols=True)
-        self.bar.n = ev.step
-        if getattr(ev, "validation", None) and "dice" in ev.validation:
-            self.val = f"{ev.validation['dice']:.3f}"
-        extra = {"val_dice": self.val} if getattr(self, "val", None) else {}
-        self.bar.set_postfix(loss=f"{ev.loss:.4g}", lr=f"{ev.lr:.2g}", **extra, refresh=False)
-        self.bar.refresh()
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
+__all__ = ["add_parser", "run"]
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

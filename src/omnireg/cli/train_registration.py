@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     from ..training.registration import RegistrationTrainConfig, train_registration
     from ..training.synthesis import SynthesisConfig
     from .common import input_path, output_path
-    from .train import TrainProgress
+    from .common import TrainProgress
 
     if args.label_maps is None and args.images is None:
         raise ValueError("--label-maps: give prepared label maps, --images, or both")

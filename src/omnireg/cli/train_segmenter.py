@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from ..training.loop import FitConfig
     from ..training.segmenter import SegmenterTrainConfig, segmenter_synthesis, train_segmenter
     from .common import input_path, output_path
-    from .train import TrainProgress
+    from .common import TrainProgress
     from .train_registration import _json_dict
 
     label_maps = input_path(args.label_maps, "--label-maps")

@@ -6,29 +6,10 @@ tensor-axis order, transforms mapping fixed to moving world points); everything 
 Writers are atomic and refuse to overwrite an existing file unless ``force=True``.
 """
 
+from ..core.files import atomic_output, json_ready, staged_outputs, write_bytes_atomic, write_json_atomic, write_text_atomic
 from . import itk_transforms
-from ._files import atomic_output, json_ready, staged_outputs, write_bytes_atomic, write_json_atomic, write_text_atomic
-
-#: names loaded on first use, with the module that holds them: the readers and writers need nibabel and
-#: SimpleITK, which the atomic writers (used by the model store, on machines without those libraries) do not
-_LAZY = {
-    **{name: ".images" for name in ("image_info", "load_image", "save_image")},
-    **{name: ".itk_transforms" for name in (
-        "DisplacementItem", "FieldPrecision", "LinearItem", "TransformKind", "read_composite_h5",
-        "read_displacement_field", "read_linear_transform", "read_transform_file", "write_composite_h5",
-        "write_displacement_field", "write_linear_transform")},
-}
-
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
+from .images import image_info, load_image, save_image
+from .itk_transforms import *  # noqa: F401,F403  (its __all__)
 
 __all__ = [
     "load_image",

@@ -32,7 +32,7 @@ import torch
 
 from ..core import Grid, Image
 from ._convert import array_from_sitk, grid_from_sitk, lps_flip, numpy_from_tensor, sitk_from_array, tensor_from_numpy
-from ._files import as_path, atomic_output, check_input_file, extension
+from ..core.files import as_path, atomic_output, check_input_file, extension
 
 __all__ = ["load_image", "save_image", "image_info"]
 

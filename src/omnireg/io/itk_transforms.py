@@ -54,7 +54,7 @@ from ._convert import (
     numpy_from_tensor,
     sitk_from_array,
 )
-from ._files import as_path, atomic_output, check_input_file, extension
+from ..core.files import as_path, atomic_output, check_input_file, extension
 from ._itk_h5 import write_itk_h5
 from .images import NIFTI_EXTENSIONS, read_with_sitk, sitk_message, read_nifti, write_nifti
 

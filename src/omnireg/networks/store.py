@@ -60,7 +60,7 @@ def register_architecture(kind: str, factory: Callable[[Any], nn.Module], config
 
 def atomic_torch_save(obj: dict, path: Path) -> None:
     """``torch.save`` to ``path`` (replacing it) through :func:`omnireg.io.atomic_output`: never a partial file."""
-    from ..io import atomic_output
+    from ..core.files import atomic_output
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -75,7 +75,7 @@ def to_plain(value: Any) -> Any:
     become lists, enums their value, paths strings, NumPy scalars Python numbers, NaN ``None``); this
     name is kept for the training modules that call it.
     """
-    from ..io import json_ready
+    from ..core.files import json_ready
 
     return json_ready(value)
 

@@ -87,7 +87,8 @@ class StageConfig:
             relative to the similarity loss divided by its magnitude at the start of each level (so the same
             weights suit every metric). Penalties are evaluated on a grid of half the control-point spacing.
         max_level_voxels: upper bound on the number of voxels of a pyramid level (0 = none): finer levels are
-            coarsened to it (a 1 mm brain of 7.2 M voxels is optimised at about 1.5 mm with 2 M), which bounds
+            coarsened to it (a 1 mm brain of 7.2 M voxels is optimised at about 2 mm with 1 M; a level that becomes
+            as coarse as the one before is skipped), which bounds
             the time and memory of dense (deformable) stages on large images.
         foreground_mask: measure the similarity only inside the fixed image's foreground (Otsu threshold,
             holes filled, dilated by 5 mm) when no fixed mask is given, so that no displacement is driven by

@@ -190,11 +190,22 @@ def _optimise_level(st: _Stage, prob: LevelProblem, li: int, hist: LevelHistory,
             break
 
 
-def _keep_after(li: int, n_levels: int, n_tracks: int) -> int:
-    """Tracks that go on after level ``li``: two after the coarsest level, then one."""
-    if li == n_levels - 1:
+def _keep_after(i: int, n_levels: int, n_tracks: int) -> int:
+    """Tracks that go on after the ``i``-th level run: two after the coarsest level, then one."""
+    if i == n_levels - 1:
         return 1
-    return min(n_tracks, 2 if li == 0 else 1)
+    return min(n_tracks, 2 if i == 0 else 1)
+
+
+def _levels_to_run(ctx: StageContext, stage: StageConfig) -> list[int]:
+    """The stage's levels, without a level that ``max_level_voxels`` made (nearly) as coarse as the one before
+    (a 1 mm image whose finest level is bounded to about 2 mm runs its 2x level once, not twice)."""
+    out: list[int] = []
+    for li in range(len(stage.shrink)):
+        if out and ctx.builder.shrink(stage, li) > 0.95 * ctx.builder.shrink(stage, out[-1]):
+            continue
+        out.append(li)
+    return out
 
 
 def run_stage(ctx: StageContext, si: int, stage: StageConfig, starts: list[np.ndarray], deformable
@@ -208,10 +219,11 @@ def run_stage(ctx: StageContext, si: int, stage: StageConfig, starts: list[np.nd
     """
     st = _Stage(ctx, si, stage, starts[0], deformable)
     kind, n_levels = stage.kind, len(stage.shrink)
+    levels = _levels_to_run(ctx, stage)
     tracks = [_Track(np.asarray(m, dtype=np.float64), st.z0.copy()) for m in starts]
     n_starts = len(tracks)
     prob = None
-    for li in range(n_levels):
+    for i, li in enumerate(levels):
         tl = time.perf_counter()
         st.load(tracks[0])
         prob = ctx.builder.problem(stage, li, st.current_matrix())
@@ -237,7 +249,7 @@ def run_stage(ctx: StageContext, si: int, stage: StageConfig, starts: list[np.nd
             tr.z = st.scaled.flat()
             tr.loss = st.value(prob)
         tracks.sort(key=lambda t: t.loss)
-        tracks = tracks[: _keep_after(li, n_levels, len(tracks))]
+        tracks = tracks[: _keep_after(i, len(levels), len(tracks))]
         hist.runtime_s = time.perf_counter() - tl
         log.info("stage %d (%s, %s) level %d/%d: loss %.5g -> %.5g in %d evaluations, %d start(s) (%.2fs)",
                  si + 1, kind.value, stage.metric, li + 1, n_levels, hist.losses[0] if hist.losses else float("nan"),

@@ -56,7 +56,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from ..io import write_json_atomic
+from ..core.files import write_json_atomic
 from ..networks.disa import DISAConfig, DISANet, clip_norm
 from ..networks.store import save_model, to_plain
 from .loop import FitConfig, FitResult, TrainEvent, fit
@@ -399,7 +399,7 @@ def disa_validation(
         ax.set_xlim(-0.05, 1.05)
         ax.set_ylim(-0.3, 1.05)
         fig.tight_layout()
-        from ..io import atomic_output
+        from ..core.files import atomic_output
 
         with atomic_output(Path(plot), force=True) as tmp:
             fig.savefig(tmp)

@@ -39,7 +39,7 @@ import torch
 
 from ..core import Grid, Image, sample
 from ..core.intensity import robust_normalize
-from ..io import atomic_output, write_json_atomic
+from ..core.files import atomic_output, write_json_atomic
 from ..networks.mad import MADConfig, MADNet
 from ..networks.store import save_model, to_plain
 from ..similarity.mad import patch_offsets_mm

@@ -1,4 +1,4 @@
-"""File-system helpers of :mod:`omnireg.io`: input checks, extensions, atomic non-clobbering output, JSON.
+"""File-system helpers (re-exported by :mod:`omnireg.io`): input checks, extensions, atomic non-clobbering output, JSON.
 
 This is the one home of atomic writing in omnireg: every file omnireg writes (images, transforms,
 ``result.json``, summaries, reports, landmark files, model files) goes through :func:`atomic_output`
