@@ -1,4 +1,4 @@
-"""The one home of atomic writing (``omnireg.io._files``): umask, no clobbering, nothing left on Ctrl-C, strict JSON."""
+"""The one home of atomic writing (``omnireg.core.files``): umask, no clobbering, nothing left on Ctrl-C, strict JSON."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import torch
 
 import omnireg
 from omnireg.io import atomic_output, json_ready, write_bytes_atomic, write_json_atomic, write_text_atomic
-from omnireg.io import _files
+from omnireg.core import files as _files
 
 SRC = Path(omnireg.__file__).resolve().parent
 
@@ -117,10 +117,10 @@ def _definitions_and_calls(path: Path):
 
 
 def test_atomic_writing_and_json_conversion_have_one_home():
-    """No module but ``io/_files.py`` makes temporary files, renames them into place or converts values for JSON."""
+    """No module but ``core/files.py`` makes temporary files, renames them into place or converts values for JSON."""
     offenders = []
     for path in sorted(SRC.rglob("*.py")):
-        if path == SRC / "io" / "_files.py":
+        if path == SRC / "core" / "files.py":
             continue
         for kind, name, line in _definitions_and_calls(path):
             bad = (kind == "call" and name in ("tempfile.mkstemp", "os.replace", "tempfile.NamedTemporaryFile")) or \
