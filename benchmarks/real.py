@@ -15,7 +15,7 @@ Cases (``../shared/data``; the script exits with a message when the folder is ab
 * **2D elastix T1 / PD** (the elastix manual's pair): ``multimodal-deformable``: non-positive determinants
   inside the fixed mask, time.
 
-Every registration runs through :func:`omnireg.batch.run_registration` (what ``omnireg register`` runs)
+Every registration runs through :func:`omnireg.pipeline.run_registration` (what ``omnireg register`` runs)
 into a temporary folder, so sizes are those of the real outputs.
 
 Usage: ``python benchmarks/real.py [--quick|--full] [--threads 2] [--json PATH] [--cases spinal,brain2,brain1,2d]``
@@ -43,7 +43,7 @@ BRAIN_PRESETS = ("affine", "deformable", "multimodal-deformable")
 
 
 def _run(fixed, moving, preset: str | None, out: Path, **kw) -> tuple[dict, float]:
-    from omnireg.batch import run_registration
+    from omnireg.pipeline import run_registration
     from omnireg.optim import preset as get_preset
 
     cfg = get_preset(preset or "affine")

@@ -1,5 +1,8 @@
 """omnireg: medical image registration with learnable similarity measures, in world coordinates.
 
+``omnireg.register(fixed, moving, ...)`` registers two images (or files) as ``omnireg register`` does and
+returns a result whose ``save(out_dir)`` writes the same outputs (:func:`omnireg.pipeline.register`).
+
 The names below are loaded on first use (``from omnireg import Grid`` works as usual), so that
 ``import omnireg`` and the ``omnireg --help``/``--version`` commands do not import PyTorch.
 """
@@ -24,6 +27,7 @@ _LAZY = {
          "transform_points", "warp"),
         ".transforms",
     ),
+    "register": ".pipeline",
 }
 
 __all__ = [*_LAZY, "__version__"]

@@ -2,7 +2,7 @@
 
 Layout of the output folder ``OUT``::
 
-    OUT/<id>/          the outputs of :func:`~omnireg.batch.pair.run_registration` (result.json last), or
+    OUT/<id>/          the outputs of :func:`~omnireg.pipeline.run_registration` (result.json last), or
     OUT/<id>/error.json  for a failed pair: {"id", "error_type", "error" (one line), "traceback", ...}
     OUT/summary.csv, OUT/summary.json   one row per pair (:mod:`omnireg.batch.summary`)
 
@@ -53,8 +53,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from ..io import json_ready, write_json_atomic
-from .inputs import as_config
-from .pair import run_registration
+from ..pipeline import as_config, run_registration
 from .pairs import PairSpec
 from .summary import PairStatus, count_statuses, row_from_error, row_from_invalid, row_from_result, write_summary
 

@@ -93,7 +93,7 @@ def checked_config(args: argparse.Namespace, build: Callable[[argparse.Namespace
     if iterations is not None and iterations < 0:
         raise CliError(f"--iterations: expected an integer >= 0, got {iterations}")
     if getattr(args, "device", None) is not None:
-        from ..batch.inputs import check_device
+        from ..pipeline.inputs import check_device
 
         try:
             check_device(args.device, "--device")
@@ -113,7 +113,7 @@ def checked_config(args: argparse.Namespace, build: Callable[[argparse.Namespace
 
 
 def config_names(args: argparse.Namespace) -> dict[str, str]:
-    """How the configuration and the device are named in messages of :func:`omnireg.batch.run_registration`."""
+    """How the configuration and the device are named in messages of :func:`omnireg.pipeline.run_registration`."""
     config = f"--config {args.config}" if getattr(args, "config", None) else (
         f"--preset {args.preset}" if getattr(args, "preset", None) else "the configuration")
     return {"config": config, "device": "--device"}

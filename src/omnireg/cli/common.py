@@ -149,8 +149,8 @@ def _without_name(message: str, names: tuple[str, ...]) -> str:
 
 
 def label_map_arg(path: str | Path, what: str):
-    """A label map given on the command line (integer values, :func:`omnireg.batch.inputs.as_label_map`)."""
-    from ..batch.inputs import as_label_map
+    """A label map given on the command line (integer values, :func:`omnireg.pipeline.inputs.as_label_map`)."""
+    from ..pipeline.inputs import as_label_map
 
     image = load_image_arg(path, what)
     try:

@@ -67,11 +67,9 @@ def _case(seed: int):
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..batch.pair import label_evaluation
     from ..io import save_image
     from ..optim import preset
-    from ..report import write_report
-    from ..transforms.files import save_transform_outputs
+    from ..pipeline import EngineMethod, RegistrationRequest, run_pipeline
     from .progress import RegistrationProgress
 
     out = Path(args.out)
@@ -81,40 +79,38 @@ def run(args: argparse.Namespace) -> int:
     case, labels = _case(args.seed)
     cfg = preset(args.preset)
     cfg.seed, cfg.device = args.seed, args.device
-    progress = RegistrationProgress(enabled=not args.no_progress and not args.quiet)
-    from ..optim import register
-
-    try:
-        result = register(case.fixed, case.moving, config=cfg, callbacks=[progress])
-    finally:
-        progress.close()
     mask = labels.data[0] > 0
     tre_before = case.target_error(lambda x: x, mask=mask)
-    with torch.no_grad():
-        tre_after = case.target_error(result.transform, mask=mask)
-    dice, warped_labels = label_evaluation(labels, case.moving_labels, result.transform, case.fixed.grid)
-    dice_after, dice_before = dice["dice_mean"], dice["dice_mean_before"]
-    out.mkdir(parents=True, exist_ok=True)
+    errors = {}
+
+    def known_truth(result) -> dict:
+        with torch.no_grad():
+            errors["after"] = case.target_error(result.transform, mask=mask)
+        return {"demo": {
+            "target_error_mean_mm_before": float(tre_before.mean()),
+            "target_error_mean_mm_after": float(errors["after"].mean()),
+            "target_error_p95_mm_after": float(errors["after"].quantile(0.95)),
+        }}
+
+    progress = RegistrationProgress(enabled=not args.no_progress and not args.quiet)
+    request = RegistrationRequest(
+        fixed=case.fixed, moving=case.moving, method=EngineMethod(cfg, name=lambda key: {"device": "--device"}.get(key, key)),
+        fixed_labels=labels, moving_labels=case.moving_labels, callbacks=[progress], out_dir=out, force=True,
+        extra_evaluation=known_truth, title="omnireg demo: T1 <- synthetic T2w",
+        arg_names={"out_dir": "--out", "device": "--device"})
+    try:
+        run = run_pipeline(request)
+    finally:
+        progress.close()
     save_image(case.fixed, out / "fixed_t1.nii.gz", force=True)
     save_image(case.moving, out / "moving_t2w.nii.gz", force=True)
-    save_image(result.warped, out / "warped.nii.gz", force=True)
-    save_image(warped_labels, out / "warped_labels.nii.gz", force=True)
-    save_transform_outputs(result, out, force=True)
-    metrics = {
-        "demo": {
-            "dice_mean_before": dice_before,
-            "dice_mean_after": dice_after,
-            "target_error_mean_mm_before": float(tre_before.mean()),
-            "target_error_mean_mm_after": float(tre_after.mean()),
-            "target_error_p95_mm_after": float(tre_after.quantile(0.95)),
-        }
-    }
-    write_report(out, fixed=case.fixed, moving=case.moving, result=result, fixed_labels=labels,
-                 warped_labels=warped_labels, metrics=metrics, title="omnireg demo: T1 <- synthetic T2w", force=True)
+    dice = run.evaluation["labels"]
+    tre_after = errors["after"]
     wall = time.perf_counter() - t0
     print("omnireg demo: fixed = T1 (2 mm), moving = synthetic T2w with a known affine + deformation (oblique 2.2 mm grid)")
-    print(f"  mean Dice of {len(labels.data.unique()) - 1} tissue labels: {dice_before:.3f} -> {dice_after:.3f}")
+    print(f"  mean Dice of {len(labels.data.unique()) - 1} tissue labels: {dice['dice_mean_before']:.3f} -> "
+          f"{dice['dice_mean']:.3f}")
     print(f"  mean target error over the brain: {float(tre_before.mean()):.2f} mm -> {float(tre_after.mean()):.2f} mm "
           f"(95th percentile {float(tre_after.quantile(0.95)):.2f} mm)")
-    print(f"  registration {result.runtime_s:.1f} s, total {wall:.1f} s; report: {out / 'report.html'}")
+    print(f"  registration {run.runtime_s:.1f} s, total {wall:.1f} s; report: {out / 'report.html'}")
     return 0

@@ -1,4 +1,4 @@
-"""``omnireg register FIXED MOVING --out DIR``: optimisation-based registration with ITK outputs."""
+"""``omnireg register FIXED MOVING --out DIR``: registration (the engine, or a network with ``--model``) with ITK outputs."""
 
 from __future__ import annotations
 
@@ -57,6 +57,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-report", action="store_true", help="do not write report.html")
     p.add_argument("--inverse", action="store_true",
                    help="also write inverse.h5 (moving -> fixed) and inverse_warped.nii.gz (FIXED on the MOVING grid)")
+    p.add_argument("--model", default=None, metavar="NAME|PATH",
+                   help="register with a registration network (a model file, or a shipped name such as voxelmorph-diff): "
+                        "the configuration's linear stages, then the network's deformation; the outputs are the same")
+    p.add_argument("--no-affine", action="store_true",
+                   help="with --model: skip the affine stages (the images are already affinely aligned)")
+    p.add_argument("--refine", type=int, default=None, metavar="N",
+                   help="with --model: N iterations of one engine deformable stage that start from the network's field")
     p.add_argument("--config", default=None, help="YAML or TOML configuration file (flags override it)")
     p.add_argument("--seed", type=int, default=None, help="random seed (default 0): same seed, same result")
     p.add_argument("--device", default=None, help="cpu (default), cuda or cuda:N")
@@ -90,10 +97,32 @@ def build_config(args: argparse.Namespace):
         raise CliError(f"{flag}: {rest}") from exc
 
 
-def run(args: argparse.Namespace) -> int:
-    from ..batch import run_registration
+def _check_network_flags(args: argparse.Namespace) -> None:
+    model, refine = getattr(args, "model", None), getattr(args, "refine", None)
+    if model is None:
+        for flag, given in (("--no-affine", getattr(args, "no_affine", False)), ("--refine", refine is not None)):
+            if given:
+                raise CliError(f"{flag}: only with --model (a registration network)")
+    if refine is not None and refine < 1:
+        raise CliError(f"--refine: expected a number of iterations >= 1, got {refine}")
 
+
+def build_method(args: argparse.Namespace, cfg):
+    """The registration method of the command line: the engine with ``cfg``, or ``--model``'s network
+    (:func:`omnireg.pipeline.method_for`); errors name the flag."""
+    from ..pipeline import method_for
+
+    names = config_names(args)
+    return method_for(cfg, model=args.model, affine=not args.no_affine, refine=args.refine or 0,
+                      name=lambda key: names.get(key, key), model_name="--model")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..pipeline import run_registration
+
+    _check_network_flags(args)
     cfg = checked_config(args, build_config)
+    method = build_method(args, cfg)
     initial = read_initial_transform(args.initial_transform) if args.initial_transform else None
     progress = RegistrationProgress(enabled=not args.no_progress and not args.quiet)
     try:
@@ -101,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
             args.fixed,
             args.moving,
             args.out,
-            cfg,
+            method=method,
             fixed_mask=args.fixed_mask,
             moving_mask=args.moving_mask,
             fixed_labels=args.fixed_labels,

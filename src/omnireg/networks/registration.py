@@ -31,6 +31,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -45,6 +46,7 @@ __all__ = [
     "RegistrationNetwork",
     "compose_displacements",
     "crop_to_shape",
+    "frame_grid",
     "identity_voxel_points",
     "integrate_velocity_voxels",
     "pad_to_multiple",
@@ -110,6 +112,49 @@ class RegistrationNetwork(nn.Module):
 
     def forward(self, moving: torch.Tensor, fixed: torch.Tensor) -> NetworkOutput:  # pragma: no cover - abstract
         raise NotImplementedError
+
+
+# ---------------------------------------------------------------------------- the network's frame
+def frame_grid(grid: Grid, *, spacing_mm: float, direction: Any = None, multiple: int = 1) -> Grid:
+    """The smallest grid of a network's frame that contains every voxel (edges included) of ``grid``.
+
+    A network sees images in the frame it was trained in: isotropic ``spacing_mm`` voxels whose tensor axes
+    point along the columns of ``direction`` (world RAS directions; ``None``: RAS). The grid returned has
+    that spacing and direction, is centred on ``grid``'s field of view, and has a shape that is a multiple of
+    ``multiple`` per axis (padded evenly on both sides: a network's stride), so the network needs no padding
+    of its own. Every voxel centre of ``grid`` lies inside its voxel edges.
+
+    Args:
+        grid: the image's grid (any spacing, origin, oblique direction).
+        spacing_mm: the frame's voxel size.
+        direction: ``(D, D)`` orthonormal direction of the frame, or None for the identity (RAS).
+        multiple: the shape is rounded up to a multiple of it.
+
+    Returns:
+        The frame's :class:`~omnireg.core.Grid`.
+
+    Example:
+        >>> from omnireg.core import Grid
+        >>> g = frame_grid(Grid((10, 7), (1.0, 3.0)), spacing_mm=2.0, multiple=4)
+        >>> g.shape, g.spacing
+        ((8, 12), (2.0, 2.0))
+    """
+    d = grid.ndim
+    rot = np.eye(d) if direction is None else np.asarray(direction, dtype=np.float64)
+    if rot.shape != (d, d) or not np.allclose(rot.T @ rot, np.eye(d), atol=1e-4):
+        raise ValueError(f"direction: expected an orthonormal ({d}, {d}) matrix, got {direction!r}")
+    sp = float(spacing_mm)
+    if not sp > 0:
+        raise ValueError(f"spacing_mm: expected a positive voxel size, got {spacing_mm!r}")
+    if not isinstance(multiple, int) or multiple < 1:
+        raise ValueError(f"multiple: expected a positive int, got {multiple!r}")
+    corners = np.array(np.meshgrid(*[[-0.5, s - 0.5] for s in grid.shape], indexing="ij")).reshape(d, -1).T
+    frame = grid.transform_points(corners, "voxel", "world") @ rot  # coordinates along the frame's axes
+    lo, hi = frame.min(0), frame.max(0)
+    shape = np.maximum(1, np.ceil((hi - lo) / sp - 1e-6)).astype(int)
+    shape = -(-shape // multiple) * multiple
+    start = (lo + hi) / 2 - sp * (shape - 1) / 2
+    return Grid(tuple(shape.tolist()), (sp,) * d, tuple((rot @ start).tolist()), rot)
 
 
 # ---------------------------------------------------------------------------- voxel-unit fields

@@ -36,7 +36,7 @@ from ..core import Grid, sample
 from ..core.filters import gaussian_blur
 from ..core.intensity import robust_normalize
 from .blocks import conv_class
-from .registration import crop_to_shape, pad_to_multiple
+from .registration import crop_to_shape, frame_grid, pad_to_multiple
 from .store import register_architecture
 from .unet import UNet
 
@@ -262,13 +262,7 @@ def model_grid(grid: Grid, config: SegmenterConfig, *, tolerance: float = 0.1) -
     sp = config.spacing_mm
     if np.allclose(grid.direction, rot, atol=1e-3) and all(abs(s / sp - 1) <= tolerance for s in grid.spacing):
         return grid
-    d = grid.ndim
-    corners = np.array(np.meshgrid(*[[-0.5, s - 0.5] for s in grid.shape], indexing="ij")).reshape(d, -1).T
-    frame = grid.transform_points(corners, "voxel", "world") @ rot  # coordinates along the model's axes
-    lo, hi = frame.min(0), frame.max(0)
-    shape = np.maximum(1, np.ceil((hi - lo) / sp - 1e-6)).astype(int)
-    start = (lo + hi) / 2 - sp * (shape - 1) / 2
-    return Grid(tuple(shape.tolist()), (sp,) * d, tuple((rot @ start).tolist()), rot)
+    return frame_grid(grid, spacing_mm=sp, direction=rot)
 
 
 def normalize_intensities(data: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:

@@ -44,7 +44,7 @@ from .problem import ProblemBuilder
 from .result import Callback, ProgressEvent, RegistrationResult
 from .stage import StageContext, run_stage
 
-__all__ = ["register"]
+__all__ = ["register", "similarity_before_after"]
 
 log = logging.getLogger(__name__)
 
@@ -129,12 +129,13 @@ def _initial_starts(config, builder: ProblemBuilder, ctx: StageContext, fdata, m
 
 
 def _deformable_output(deformable: nn.Module | None, n_parts: int, last_deformable: StageConfig | None, fixed: Image):
-    """The deformable part as returned: an SVF as it is (exact inverse), anything else as a displacement field
-    on the grid of the finest level it was optimised on (written at that resolution)."""
+    """The deformable part as returned: the given initial part as it is when no stage added to it, an SVF as
+    it is (exact inverse), anything else as a displacement field on the grid of the finest level it was
+    optimised on (written at that resolution)."""
     from .. import transforms as T
 
-    if deformable is None:
-        return None
+    if deformable is None or last_deformable is None:
+        return deformable
     if n_parts == 1 and isinstance(deformable, T.StationaryVelocityField):
         return T.StationaryVelocityField(deformable.velocity.detach().float(), deformable.grid,
                                          steps=deformable.steps, learnable=False)
@@ -153,6 +154,7 @@ def register(
     fixed_mask: Image | None = None,
     moving_mask: Image | None = None,
     initial: np.ndarray | None = None,
+    initial_deformable: nn.Module | None = None,
     callbacks: Iterable[Callback] = (),
 ) -> RegistrationResult:
     """Register ``moving`` to ``fixed``: find ``T`` with ``moving(T(x)) ≈ fixed(x)`` for fixed-space points x.
@@ -166,6 +168,10 @@ def register(
         moving_mask: optional weights on the moving grid; warped with the moving image.
         initial: optional ``(D+1, D+1)`` world matrix (fixed -> moving) replacing the automatic initialisation
             (e.g. from a landmark fit).
+        initial_deformable: optional deformable transform ``D_0`` (fixed world -> fixed world, e.g. a network's
+            field) that acts on the fixed-space points before everything the stages find: the mapping is
+            ``L ∘ D_0 ∘ S_1 ∘ ...``, so deformable stages refine ``D_0`` (instance optimisation) and the guard
+            compares them with it. Returned as ``deformable`` unchanged when no deformable stage adds to it.
         callbacks: called with a :class:`ProgressEvent` at every iteration.
 
     Returns:
@@ -179,6 +185,9 @@ def register(
     t_start = time.perf_counter()
     config = _as_config(config)
     _check_inputs(fixed, moving, fixed_mask, moving_mask)
+    if initial_deformable is not None and (not isinstance(initial_deformable, T.Transform)
+                                           or initial_deformable.ndim != fixed.ndim):
+        raise TypeError(f"initial_deformable: expected a {fixed.ndim}D omnireg Transform, got {initial_deformable!r}")
     device = torch.device(config.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device: 'cuda' was requested but no CUDA device is available")
@@ -208,7 +217,8 @@ def register(
     first = config.stages[0]
     emit(stage=0, n_stages=n_stages, level=0, n_levels=len(first.shrink), iteration=0, max_iterations=0,
          loss=float("nan"), phase="init")
-    linear, deformable, parts, last_def = starts[0], None, 0, None
+    linear, deformable, last_def = starts[0], initial_deformable, None
+    parts = 0 if initial_deformable is None else 1
     stage_times, checks = [], []
     for si, stage in enumerate(config.stages):
         t0 = time.perf_counter()
@@ -224,7 +234,7 @@ def register(
     total = affine if field is None else T.compose(affine.to(torch.float32), field)
     warped = T.resample(moving, total, onto=fixed.grid, interp="linear")
     last = config.stages[-1]
-    before, after = _final_metrics(fixed, moving, total, last, builder.metric(last), fmask, device)
+    before, after = _final_metrics(fixed, moving, total, last.metric, builder.metric(last), fmask, device)
     emit(stage=n_stages - 1, n_stages=n_stages, level=0, n_levels=1, iteration=0, max_iterations=0,
          loss=after[last.metric], phase="done")
     return RegistrationResult(
@@ -243,7 +253,40 @@ def register(
     )
 
 
-def _final_metrics(fixed, moving, total, stage, metric, fmask, device) -> tuple[dict, dict]:
+def similarity_before_after(
+    fixed: Image,
+    moving: Image,
+    transform,
+    *,
+    metric: str,
+    metric_options: dict | None = None,
+    fixed_mask: Image | None = None,
+    device: str = "cpu",
+) -> tuple[dict, dict]:
+    """The similarity ``metric`` of ``fixed`` with ``moving`` before (identity) and after ``transform``, as the
+    engine reports them (``metric_before``/``metric_after``): full resolution, robustly normalised intensities.
+
+    For methods other than the engine (a network), so their results report the same numbers.
+
+    Args:
+        fixed, moving: the images.
+        transform: the fixed -> moving mapping (pull).
+        metric: a registered similarity name; ``metric_options`` its options.
+        fixed_mask: optional weights on the fixed grid.
+        device: where to compute.
+
+    Returns:
+        ``({metric: before}, {metric: after})`` (NaN where a mapping leaves no overlap).
+    """
+    from ..similarity import get_similarity
+
+    dev = torch.device(device)
+    fmask = None if fixed_mask is None else (fixed_mask.batch().to(device=dev, dtype=torch.float32)[:, :1] != 0).float()
+    measure = get_similarity(metric, **dict(metric_options or {})).for_unit_range()
+    return _final_metrics(fixed, moving, transform, metric, measure, fmask, dev)
+
+
+def _final_metrics(fixed, moving, total, name, metric, fmask, device) -> tuple[dict, dict]:
     """The last stage's similarity at full resolution, before (identity mapping) and after registration.
 
     Both are computed over ``fixed_mask * support`` where ``support`` is where the (warped) moving image
@@ -274,4 +317,4 @@ def _final_metrics(fixed, moving, total, stage, metric, fmask, device) -> tuple[
         if len(ok) < 2:
             log.warning("the %s mapping leaves no overlap between the images: its similarity is NaN",
                         "identity" if 0 not in ok else "registered")
-    return {stage.metric: values[0]}, {stage.metric: values[1]}
+    return {name: values[0]}, {name: values[1]}

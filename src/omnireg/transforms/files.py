@@ -246,7 +246,8 @@ class InverseOutputs:
     residual_mm: dict = field(default_factory=dict)
 
 
-def _inverse_items(result, fixed_grid: Grid) -> tuple[list, list, str]:
+def _inverse_items(result, fixed_grid: Grid, deformable_inverse: Transform | None = None,
+                   inverse_method: str | None = None) -> tuple[list, list, str]:
     """``(forward_items, inverse_items, method)`` as written: ``[L, D]`` and ``[D^-1, L^-1]`` (ANTs order)."""
     matrix = result.linear.matrix()[0].detach().cpu().double().numpy()
     forward: list = [("linear", matrix)]
@@ -258,7 +259,10 @@ def _inverse_items(result, fixed_grid: Grid) -> tuple[list, list, str]:
         field, grid = _field32(dense)
         forward.append(("displacement", field, grid))
         with torch.no_grad():
-            if isinstance(deformable, StationaryVelocityField):
+            if deformable_inverse is not None:
+                inv = written_field(deformable_inverse, fixed_grid=fixed_grid)
+                method = inverse_method or "given inverse of the deformable part"
+            elif isinstance(deformable, StationaryVelocityField):
                 inv = written_field(deformable.detach().inverse(), fixed_grid=fixed_grid)
                 method = f"exp(-v) by scaling and squaring ({deformable.steps} steps)"
             else:
@@ -269,7 +273,8 @@ def _inverse_items(result, fixed_grid: Grid) -> tuple[list, list, str]:
 
 
 def save_inverse_outputs(
-    result, out_dir: str | Path, *, fixed, moving_grid: Grid, force: bool = False
+    result, out_dir: str | Path, *, fixed, moving_grid: Grid, force: bool = False,
+    deformable_inverse: Transform | None = None, inverse_method: str | None = None,
 ) -> InverseOutputs:
     """Write ``inverse.h5`` (``T^-1``, moving -> fixed) and ``inverse_warped.nii.gz`` into ``out_dir``.
 
@@ -287,6 +292,9 @@ def save_inverse_outputs(
         fixed: the fixed :class:`~omnireg.core.Image` (its grid bounds the residual's points).
         moving_grid: the moving image's grid (the grid of ``inverse_warped.nii.gz``).
         force: replace existing files.
+        deformable_inverse: an inverse of the deformable part computed by whoever made it (e.g. a
+            diffeomorphic network's ``exp(-v)``), used instead of the above; written on its own grid.
+        inverse_method: how ``deformable_inverse`` was computed (recorded as the residual's ``method``).
 
     Returns:
         :class:`InverseOutputs` (file names and the residual).
@@ -294,7 +302,7 @@ def save_inverse_outputs(
     from .warp import resample
 
     out = Path(out_dir)
-    forward_items, inverse_items, method = _inverse_items(result, fixed.grid)
+    forward_items, inverse_items, method = _inverse_items(result, fixed.grid, deformable_inverse, inverse_method)
     forward, inverse = _from_items(forward_items), _from_items(inverse_items)
     residual = {"method": method, **inverse_residual(forward, inverse, moving_grid=moving_grid, fixed_grid=fixed.grid)}
     log.log(logging.WARNING if residual["max"] > INVERSE_WARNING_MM else logging.INFO,

@@ -1,7 +1,8 @@
-"""Everything one registration reads, loaded and checked before any work starts.
+"""Everything one registration reads, loaded and checked before any work starts (the pipeline's first step).
 
-:func:`load_inputs` reads the images, masks, label maps and landmark files of a pair and checks the
-initial transform; :func:`check_config` checks the configuration. Each problem raises one
+:func:`load_inputs` reads the images, masks, label maps and landmark files of a pair (files, or images
+already in memory) and checks the initial transform; :func:`check_config` checks an engine configuration.
+Each problem raises one
 ``ValueError``/``FileNotFoundError`` whose message starts with the name the caller gives the input
 (``--fixed-labels`` on the command line, ``fixed_labels`` in Python), so that no registration runs, and
 no output is written, for inputs that would fail later.
@@ -30,9 +31,12 @@ from typing import Any, Callable
 
 import numpy as np
 
-__all__ = ["RegistrationInputs", "as_config", "as_label_map", "check_config", "check_device", "load_inputs"]
+__all__ = ["ImageSource", "RegistrationInputs", "as_config", "as_label_map", "check_config", "check_device",
+           "describe_source", "load_inputs"]
 
 Namer = Callable[[str], str]
+#: an input image: a file (any format :func:`omnireg.io.load_image` reads) or an :class:`omnireg.core.Image`
+ImageSource = Any
 
 
 @dataclass
@@ -62,10 +66,27 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _load(path: str | os.PathLike, what: str):
-    """An image from a file; errors name the input (``what``) and the file."""
+def _is_image(value: object) -> bool:
+    from ..core import Image
+
+    return isinstance(value, Image)
+
+
+def describe_source(value: ImageSource | None) -> str | None:
+    """How ``result.json`` names an input: the path of a file, ``"<in memory>"`` for an image, or ``None``."""
+    if value is None:
+        return None
+    return "<in memory>" if _is_image(value) else str(value)
+
+
+def _load(path: ImageSource, what: str):
+    """An image from a file (or the image itself); errors name the input (``what``) and the file."""
     from ..io import load_image
 
+    if _is_image(path):
+        return path
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{what}: expected a file path or an omnireg Image, got {type(path).__name__}")
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"{what}: no such file or directory: {p}")
@@ -172,13 +193,13 @@ def _initial_matrix(initial, ndim: int, what: str) -> np.ndarray:
 
 
 def load_inputs(
-    fixed_path: str | os.PathLike,
-    moving_path: str | os.PathLike,
+    fixed_path: ImageSource,
+    moving_path: ImageSource,
     *,
-    fixed_mask: str | os.PathLike | None = None,
-    moving_mask: str | os.PathLike | None = None,
-    fixed_labels: str | os.PathLike | None = None,
-    moving_labels: str | os.PathLike | None = None,
+    fixed_mask: ImageSource | None = None,
+    moving_mask: ImageSource | None = None,
+    fixed_labels: ImageSource | None = None,
+    moving_labels: ImageSource | None = None,
     fixed_landmarks: str | os.PathLike | None = None,
     moving_landmarks: str | os.PathLike | None = None,
     initial=None,
@@ -187,8 +208,9 @@ def load_inputs(
     """Read and check every input of a registration (rules in the module docstring).
 
     Args:
-        fixed_path, moving_path: the image files.
-        fixed_mask, moving_mask, fixed_labels, moving_labels: optional image files on the fixed / moving grid.
+        fixed_path, moving_path: the image files, or :class:`omnireg.core.Image` objects.
+        fixed_mask, moving_mask, fixed_labels, moving_labels: optional images (files or Images) on the fixed /
+            moving grid.
         fixed_landmarks, moving_landmarks: optional landmark files (both or neither).
         initial: optional initial fixed -> moving world matrix ``(D+1, D+1)``.
         name: how the caller calls each input in messages: ``name("fixed_labels")`` -> ``"--fixed-labels"``.
@@ -206,7 +228,8 @@ def load_inputs(
     for key, path in (("fixed", fixed_path), ("moving", moving_path), ("fixed_mask", fixed_mask),
                       ("moving_mask", moving_mask), ("fixed_labels", fixed_labels), ("moving_labels", moving_labels),
                       ("fixed_landmarks", fixed_landmarks), ("moving_landmarks", moving_landmarks)):
-        if path is not None and not Path(path).exists():  # every missing file before reading any image
+        if path is not None and not _is_image(path) and isinstance(path, (str, os.PathLike)) and not Path(path).exists():
+            # every missing file before reading any image
             raise FileNotFoundError(f"{name(key)}: no such file or directory: {path}")
     fixed = _load(fixed_path, name("fixed"))
     moving = _load(moving_path, name("moving"))

@@ -1,4 +1,4 @@
-"""``run_registration``: the per-pair work shared by ``omnireg register`` and ``omnireg batch``."""
+"""``run_registration``: one registration from files to a folder, what ``omnireg register`` and ``omnireg batch`` run."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from omnireg.batch import OUTPUT_NAMES, run_registration
+from omnireg.pipeline import OUTPUT_NAMES, run_registration
 from omnireg.core import Grid, Image
 from omnireg.io import load_image, read_linear_transform, save_image
 
