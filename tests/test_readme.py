@@ -13,7 +13,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def quick_start_block() -> str:
-    text = README.read_text()
+    text = README.read_text(encoding="utf-8")
     start = text.index("## Quick start")
     blocks = re.findall(r"```python\n(.*?)```", text[start:], flags=re.S)
     assert blocks, "README: no Python block under '## Quick start'"

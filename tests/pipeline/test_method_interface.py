@@ -74,7 +74,7 @@ def test_a_method_from_outside_gets_the_same_numbers_in_its_outputs(engine_and_r
     a, b = (load_image(root / m / "warped.nii.gz") for m in ("engine", "replay"))
     assert a.grid.shape == b.grid.shape
     np.testing.assert_allclose(b.data.numpy(), a.data.numpy(), rtol=0, atol=1e-4 * float(a.data.abs().max()))
-    ja, jb = (json.loads((root / m / "result.json").read_text()) for m in ("engine", "replay"))
+    ja, jb = (json.loads((root / m / "result.json").read_text(encoding="utf-8")) for m in ("engine", "replay"))
     assert ja.keys() == jb.keys()
     assert ja["method"]["name"] == "engine" and jb["method"]["name"] == "replay"
     assert ja["outputs"] == jb["outputs"]
@@ -84,7 +84,7 @@ def test_a_method_from_outside_gets_the_same_numbers_in_its_outputs(engine_and_r
 
 def test_a_method_from_outside_gets_the_same_report(engine_and_replay):
     root, _ = engine_and_replay
-    pages = {m: (root / m / "report.html").read_text() for m in ("engine", "replay")}
+    pages = {m: (root / m / "report.html").read_text(encoding="utf-8") for m in ("engine", "replay")}
     pictures = {m: sorted(p.name for p in (root / m / "report_files").glob("*.png")) for m in pages}
     assert pictures["replay"] == pictures["engine"] and pictures["engine"]
     for m, page in pages.items():
