@@ -146,6 +146,50 @@ def _deformable_output(deformable: nn.Module | None, n_parts: int, last_deformab
 
 
 # ---------------------------------------------------------------------------------------------- engine
+def _device(config: RegistrationConfig) -> torch.device:
+    device = torch.device(config.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device: 'cuda' was requested but no CUDA device is available")
+    return device
+
+
+def _engine_data(image: Image, mask: Image | None, normalize: bool, device, dtype):
+    """An image as a ``(1, C, *S)`` tensor (robustly normalised inside its mask if asked) and its 0/1 mask or None."""
+    data = image.batch().detach().to(device=device, dtype=dtype)
+    weights = None if mask is None else (mask.batch().to(device=device, dtype=dtype)[:, :1] != 0).to(dtype)
+    return (robust_normalize(data, weights) if normalize else data), weights
+
+
+def _result(fixed, moving, config, builder, ctx, fmask, device, *, linear, deformable, parts, last_def,
+            stage_times, checks, init_record, t_start) -> RegistrationResult:
+    """The :class:`RegistrationResult` of the stages' end state: output transform, warped image, final metrics."""
+    from .. import transforms as T
+
+    n_stages = len(config.stages)
+    affine = T.Affine.from_matrix(torch.as_tensor(linear, dtype=torch.float64))
+    field = _deformable_output(deformable, parts, last_def, fixed)
+    total = affine if field is None else T.compose(affine.to(torch.float32), field)
+    warped = T.resample(moving, total, onto=fixed.grid, interp="linear")
+    last = config.stages[-1]
+    before, after = _final_metrics(fixed, moving, total, last.metric, builder.metric(last), fmask, device)
+    ctx.emit(stage=n_stages - 1, n_stages=n_stages, level=0, n_levels=1, iteration=0, max_iterations=0,
+             loss=after[last.metric], phase="done")
+    return RegistrationResult(
+        transform=total,
+        linear=affine,
+        deformable=field,
+        warped=warped,
+        history=ctx.history,
+        metric_before=before,
+        metric_after=after,
+        runtime_s=time.perf_counter() - t_start,
+        stage_runtimes_s=stage_times,
+        config=config.to_dict(),
+        stage_checks=[c.to_dict() for c in checks],
+        initialization=init_record,
+    )
+
+
 def register(
     fixed: Image,
     moving: Image,
@@ -188,25 +232,16 @@ def register(
     if initial_deformable is not None and (not isinstance(initial_deformable, T.Transform)
                                            or initial_deformable.ndim != fixed.ndim):
         raise TypeError(f"initial_deformable: expected a {fixed.ndim}D omnireg Transform, got {initial_deformable!r}")
-    device = torch.device(config.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device: 'cuda' was requested but no CUDA device is available")
-    dtype = torch.float32
+    device, dtype = _device(config), torch.float32
     callbacks = list(callbacks)
-    d = fixed.ndim
 
     def emit(**kw) -> None:
         ev = ProgressEvent(**kw)
         for cb in callbacks:
             cb(ev)
 
-    fdata = fixed.batch().detach().to(device=device, dtype=dtype)
-    mdata = moving.batch().detach().to(device=device, dtype=dtype)
-    fmask = None if fixed_mask is None else (fixed_mask.batch().to(device=device, dtype=dtype)[:, :1] != 0).to(dtype)
-    mmask = None if moving_mask is None else (moving_mask.batch().to(device=device, dtype=dtype)[:, :1] != 0).to(dtype)
-    if config.normalize:
-        fdata = robust_normalize(fdata, fmask)
-        mdata = robust_normalize(mdata, mmask)
+    fdata, fmask = _engine_data(fixed, fixed_mask, config.normalize, device, dtype)
+    mdata, mmask = _engine_data(moving, moving_mask, config.normalize, device, dtype)
     builder = ProblemBuilder(config, fdata, fixed.grid, mdata, moving.grid, fmask, mmask,
                              torch.Generator().manual_seed(int(config.seed)))
     n_stages = len(config.stages)
@@ -229,28 +264,9 @@ def register(
         checks.append(check)
         stage_times.append(time.perf_counter() - t0)
 
-    affine = T.Affine.from_matrix(torch.as_tensor(linear, dtype=torch.float64))
-    field = _deformable_output(deformable, parts, last_def, fixed)
-    total = affine if field is None else T.compose(affine.to(torch.float32), field)
-    warped = T.resample(moving, total, onto=fixed.grid, interp="linear")
-    last = config.stages[-1]
-    before, after = _final_metrics(fixed, moving, total, last.metric, builder.metric(last), fmask, device)
-    emit(stage=n_stages - 1, n_stages=n_stages, level=0, n_levels=1, iteration=0, max_iterations=0,
-         loss=after[last.metric], phase="done")
-    return RegistrationResult(
-        transform=total,
-        linear=affine,
-        deformable=field,
-        warped=warped,
-        history=ctx.history,
-        metric_before=before,
-        metric_after=after,
-        runtime_s=time.perf_counter() - t_start,
-        stage_runtimes_s=stage_times,
-        config=config.to_dict(),
-        stage_checks=[c.to_dict() for c in checks],
-        initialization=init_record,
-    )
+    return _result(fixed, moving, config, builder, ctx, fmask, device, linear=linear, deformable=deformable,
+                   parts=parts, last_def=last_def, stage_times=stage_times, checks=checks, init_record=init_record,
+                   t_start=t_start)
 
 
 def similarity_before_after(

@@ -126,6 +126,25 @@ def _with_transform(cfg: RegistrationConfig, transform: str) -> list[StageConfig
     return stages
 
 
+def _base_mapping(preset: str | None, config: dict | None) -> dict:
+    """The configuration mapping ``configure`` starts from: the named preset, or ``config`` (over its ``preset:``)."""
+    if preset is not None and config is not None:
+        raise ValueError("preset: give a preset or a config, not both (a config may name a preset)")
+    if config is not None:
+        data = copy.deepcopy(dict(config))
+        if "preset" in data:
+            name = data.pop("preset")
+            if name not in PRESETS:
+                raise ValueError(f"preset: expected one of {', '.join(sorted(PRESETS))}, got {name!r}")
+            data = {**copy.deepcopy(PRESETS[name]), **data}
+    else:
+        name = preset or DEFAULT_PRESET
+        if name not in PRESETS:
+            raise ValueError(f"preset: expected one of {', '.join(sorted(PRESETS))}, got {name!r}")
+        data = copy.deepcopy(PRESETS[name])
+    return data
+
+
 def configure(
     *,
     preset: str | None = None,
@@ -156,20 +175,7 @@ def configure(
     Raises:
         ValueError: the message starts with the option's name (``metric: ...``, ``weights: ...``).
     """
-    if preset is not None and config is not None:
-        raise ValueError("preset: give a preset or a config, not both (a config may name a preset)")
-    if config is not None:
-        data = copy.deepcopy(dict(config))
-        if "preset" in data:
-            name = data.pop("preset")
-            if name not in PRESETS:
-                raise ValueError(f"preset: expected one of {', '.join(sorted(PRESETS))}, got {name!r}")
-            data = {**copy.deepcopy(PRESETS[name]), **data}
-    else:
-        name = preset or DEFAULT_PRESET
-        if name not in PRESETS:
-            raise ValueError(f"preset: expected one of {', '.join(sorted(PRESETS))}, got {name!r}")
-        data = copy.deepcopy(PRESETS[name])
+    data = _base_mapping(preset, config)
     cfg = RegistrationConfig.from_dict(data)
     if transform:
         if transform not in TRANSFORM_STAGES:
