@@ -40,7 +40,7 @@ from .loop import FitConfig, FitResult, TrainEvent, fit
 from .losses import RegistrationBatch, RegistrationLoss, RegTarget
 from .pairs import ImagePairs, LabelMapPairs, validation_pairs
 from ..networks.registration import warp_voxels
-from .synthesis import PairMode, SynthesisConfig
+from .synthesis import PairMode, SynthesisConfig, check_synthetic_run
 
 __all__ = [
     "RegistrationTrainConfig",
@@ -148,18 +148,7 @@ class RegistrationTrainConfig:
     fit: FitConfig = field(default_factory=FitConfig)
 
     def __post_init__(self) -> None:
-        if isinstance(self.synthesis, dict):
-            self.synthesis = SynthesisConfig(**self.synthesis)
-        if isinstance(self.fit, dict):
-            self.fit = FitConfig(**self.fit)
-        if self.ndim not in (2, 3):
-            raise ValueError(f"ndim: expected 2 or 3, got {self.ndim!r}")
-        if int(self.batch_size) < 1:
-            raise ValueError(f"batch_size: expected >= 1, got {self.batch_size!r}")
-        if int(self.val_every) < 0:
-            raise ValueError(f"val_every: expected >= 0, got {self.val_every!r}")
-        if self.axis not in (0, 1, 2):
-            raise ValueError(f"axis: expected 0, 1 or 2, got {self.axis!r}")
+        check_synthetic_run(self)
         self.pairs = as_enum(self.pairs, PairMode, "pairs").value
         self.reg_target = as_enum(self.reg_target, RegTarget, "reg_target").value
 

@@ -47,7 +47,7 @@ from .loop import FitConfig, FitResult, TrainEvent, fit, item_generator
 from .losses import one_hot, soft_dice_loss
 from .pairs import LabelMapImages, brain_slice_range
 from .registration import dice_per_structure
-from .synthesis import ContrastMode, SynthesisConfig, synthesize
+from .synthesis import ContrastMode, SynthesisConfig, check_synthetic_run, synthesize
 
 __all__ = ["SegmenterTrainConfig", "segmenter_synthesis", "train_segmenter", "validate_segmenter", "validation_images"]
 
@@ -95,18 +95,7 @@ class SegmenterTrainConfig:
     fit: FitConfig = field(default_factory=lambda: FitConfig(lr=3e-3, weight_decay=0.0))
 
     def __post_init__(self) -> None:
-        if isinstance(self.synthesis, dict):
-            self.synthesis = SynthesisConfig(**self.synthesis)
-        if isinstance(self.fit, dict):
-            self.fit = FitConfig(**self.fit)
-        if self.ndim not in (2, 3):
-            raise ValueError(f"ndim: expected 2 or 3, got {self.ndim!r}")
-        if int(self.batch_size) < 1:
-            raise ValueError(f"batch_size: expected >= 1, got {self.batch_size!r}")
-        if int(self.val_every) < 0:
-            raise ValueError(f"val_every: expected >= 0, got {self.val_every!r}")
-        if self.axis not in (0, 1, 2):
-            raise ValueError(f"axis: expected 0, 1 or 2, got {self.axis!r}")
+        check_synthetic_run(self)
         if not float(self.ce_weight) >= 0:
             raise ValueError(f"ce_weight: expected a weight >= 0, got {self.ce_weight!r}")
         self.val_modes = tuple(ContrastMode(str(m).lower()).value for m in self.val_modes)
