@@ -17,7 +17,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from ..core.enums import as_enum
-from ._common import check_mask, check_pair, check_positive, check_spacing
+from ._common import check_inputs, check_positive, check_spacing
 from .base import EngineTraits, SimilarityMeasure, register_similarity
 from .enums import Metric, ParzenWindow, Sampling
 
@@ -212,8 +212,7 @@ def joint_histogram(
     Raises:
         TypeError, ValueError: invalid inputs or options, or empty mask support.
     """
-    fixed, moving = check_pair(fixed, moving)
-    mask = check_mask(mask, fixed)
+    fixed, moving, mask = check_inputs(fixed, moving, mask)
     bins, fwin, mwin, frange, mrange, q, sampling, generator = _check_options(
         bins, fixed_window, moving_window, fixed_range, moving_range, robust_quantile, sampling, generator
     )

@@ -26,10 +26,10 @@ import torch.nn.functional as F
 from ..core.enums import as_enum
 from ..core.filters import separable_filter
 from ._common import (
+    check_inputs,
     check_image,
     check_lengths,
     check_mask,
-    check_pair,
     check_spacing,
     kernel_1d,
     length_in_voxels,
@@ -162,8 +162,7 @@ def mind(
     Shape:
         fixed, moving ``(N, C, *S)``; mask ``(N, 1, *S)``; output ``(N,)``.
     """
-    fixed, moving = check_pair(fixed, moving)
-    mask = check_mask(mask, fixed)
+    fixed, moving, mask = check_inputs(fixed, moving, mask)
     opts = dict(mask=mask, spacing=spacing, radius=radius, dilation=dilation, kernel=kernel, unit=unit)
     df = mind_ssc_descriptor(fixed, **opts)
     dm = mind_ssc_descriptor(moving, **opts)
