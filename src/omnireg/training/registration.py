@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +35,7 @@ from ..core.enums import as_enum
 from ..networks.store import save_model, to_plain
 from .distributed import DistContext
 from .labelmaps import LabelMapSet, read_prepared_index
-from .loop import FitConfig, FitResult, TrainEvent, fit
+from .loop import FitConfig, FitResult, TrainEvent, fit, run_files, run_provenance
 from .losses import RegistrationBatch, RegistrationLoss, RegTarget
 from .pairs import ImagePairs, LabelMapPairs, validation_pairs
 from ..networks.registration import warp_voxels
@@ -263,8 +262,6 @@ def train_registration(
     """
     dist = dist or DistContext()
     device = torch.device(device)
-    out = Path(out)
-    ckpt, log_path = out.with_name(out.name + ".ckpt"), out.with_name(out.stem + ".log.jsonl")
     if int(config.batch_size) % dist.world_size:
         raise ValueError(f"batch_size: {config.batch_size} is not divisible by the number of processes {dist.world_size}")
     source, val, classes, data_meta = _training_data(config, label_maps, images, image_spacing, device)
@@ -275,8 +272,7 @@ def train_registration(
         raise ValueError("loss: the dice term needs label maps; real --images have none")
     model = _build(config, device)
     kind = getattr(model, "kind", config.model)
-    if dist.is_main and (not resume or not ckpt.is_file()):
-        log_path.unlink(missing_ok=True)  # a fresh run starts a fresh log
+    out, ckpt, log_path = run_files(out, dist=dist, resume=resume)  # a fresh run starts a fresh log
     settings = to_plain(config)
     extra = {"training": {k: v for k, v in settings.items() if k != "fit"},
              "data": {k: data_meta.get(k) for k in ("prepared_json_sha256", "train_subjects", "validation_subjects", "images")}}
@@ -292,9 +288,8 @@ def train_registration(
         last = result.validations[-1] if result.validations else None
         return {"kind": kind, "training": settings, "data": data_meta, "steps_done": step,
                 "validation": last, "validation_history": result.validations,
-                "loss_last": result.losses[-1] if result.losses else None, "device": str(device),
-                "processes": dist.world_size, "torch": str(torch.__version__), "python": platform.python_version(),
-                "max_minutes": max_minutes, "wall_s_this_run": round(time.time() - t0, 1), **(meta or {})}
+                "loss_last": result.losses[-1] if result.losses else None, "max_minutes": max_minutes,
+                **run_provenance(device, dist, t0), **(meta or {})}
 
     def on_checkpoint(step: int, result: FitResult) -> None:
         save_model(out, model, kind=kind, meta=model_meta(step, result))
