@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -203,6 +205,96 @@ def command_line(args) -> str:
     import shlex
 
     return "omnireg " + " ".join(shlex.quote(str(a)) for a in getattr(args, "argv", []))
+
+
+def json_dict_arg(value: str, what: str) -> dict:
+    """A JSON object option (``--model-options '{...}'``) as a dict; ``""`` gives ``{}``.
+
+    Raises:
+        ValueError: naming ``what`` if the value is not a JSON object.
+    """
+    if not value:
+        return {}
+    try:
+        out = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{what}: expected a JSON object, got {value!r} ({exc.msg})") from None
+    if not isinstance(out, dict):
+        raise ValueError(f"{what}: expected a JSON object, got {value!r}")
+    return out
+
+
+def add_fit_arguments(parser: argparse.ArgumentParser, *, items: str, lr: float, val_every: int) -> None:
+    """The optimisation options of the ``omnireg train`` commands that run :func:`omnireg.training.loop.fit`.
+
+    Adds ``--steps``, ``--max-minutes``, ``--batch-size``, ``--lr``, ``--weight-decay``, ``--warmup``,
+    ``--val-every`` and ``--checkpoint-every``; read them back with :func:`fit_config_arg`.
+
+    Args:
+        parser: the command's parser.
+        items: what one batch item is, for the help of ``--batch-size`` (e.g. ``"pairs"``).
+        lr: the default learning rate.
+        val_every: the default number of steps between validations.
+    """
+    parser.add_argument("--steps", type=int, default=2000, help="optimiser steps (default 2000)")
+    parser.add_argument("--max-minutes", type=float, default=None, help="stop (with a checkpoint and a model file) after this time")
+    parser.add_argument("--batch-size", type=int, default=1, help=f"{items} per step, all processes together (default 1)")
+    lr_text = f"{lr:.0e}".replace("e-0", "e-")  # 1e-4, 3e-3
+    parser.add_argument("--lr", type=float, default=lr, help=f"AdamW learning rate (default {lr_text})")
+    parser.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay (default 0: Adam)")
+    parser.add_argument("--warmup", type=int, default=20, help="linear warm-up steps (default 20)")
+    parser.add_argument("--val-every", type=int, default=val_every, help="steps between validations (0: at the end)")
+    parser.add_argument("--checkpoint-every", type=int, default=25, help="steps between checkpoints (default 25)")
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--device``, ``--seed``, ``--threads``, ``--resume`` and ``--force`` of the ``omnireg train`` commands."""
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the initial weights and of every batch")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT.ckpt")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing --out")
+
+
+def fit_config_arg(args: argparse.Namespace):
+    """The :class:`~omnireg.training.loop.FitConfig` of the options of :func:`add_fit_arguments` and ``--seed``."""
+    from ..training.loop import FitConfig
+
+    return FitConfig(steps=args.steps, lr=args.lr, weight_decay=args.weight_decay, warmup=args.warmup,
+                     seed=args.seed, checkpoint_every=args.checkpoint_every)
+
+
+def train_with_progress(args: argparse.Namespace, desc: str, train: Callable) -> tuple[object, dict]:
+    """Run ``train(device, dist, progress)`` of an ``omnireg train`` command in its process group.
+
+    Starts the data-parallel context of ``--device`` (torchrun aware), feeds a :class:`TrainProgress`
+    bar (rank 0, unless ``--quiet``) and always closes the bar and the process group.
+
+    Returns:
+        ``(dist, meta)``: the :class:`~omnireg.training.distributed.DistContext` and what ``train`` returned
+        (the model file's meta).
+    """
+    from ..training.distributed import init_distributed, shutdown_distributed
+
+    dist, device = init_distributed(args.device)
+    progress = TrainProgress(dist.is_main and not getattr(args, "quiet", False), desc)
+    try:
+        meta = train(device, dist, progress)
+    finally:
+        progress.close()
+        shutdown_distributed(dist)
+    return dist, meta
+
+
+def print_training_summary(out: Path, meta: dict, validation: Callable[[dict], str]) -> None:
+    """One line on stderr: the model file, steps, last loss, ``validation(meta["validation"])`` if any, early stop."""
+    v = meta.get("validation") or {}
+    line = f"wrote {out}: {meta['steps_done']} steps, last loss {meta['loss_last']:.4g}"
+    if v:
+        line += validation(v)
+    if meta.get("stopped_early"):
+        line += " (stopped by --max-minutes; --resume continues)"
+    print(line, file=sys.stderr)
 
 
 class TrainProgress:

@@ -11,28 +11,15 @@ Writes ``--out`` (the model file, rewritten at every checkpoint), ``OUT.ckpt`` (
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import sys
 from pathlib import Path
 
-from .common import command_line
+from .common import (add_fit_arguments, add_run_arguments, command_line, fit_config_arg, json_dict_arg,
+                     print_training_summary, train_with_progress)
 
 __all__ = ["add_arguments", "run"]
 
 log = logging.getLogger(__name__)
-
-
-def _json_dict(value: str, what: str) -> dict:
-    if not value:
-        return {}
-    try:
-        out = json.loads(value)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{what}: expected a JSON object, got {value!r} ({exc.msg})") from None
-    if not isinstance(out, dict):
-        raise ValueError(f"{what}: expected a JSON object, got {value!r}")
-    return out
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,19 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-options", default="", help="JSON object of model config fields, e.g. '{\"enc_channels\": [8, 16]}'")
     parser.add_argument("--similarity-options", default="", help="JSON object per similarity, e.g. '{\"lncc\": {\"window\": 7}}'")
     parser.add_argument("--synthesis-options", default="", help="JSON object of SynthesisConfig fields, e.g. '{\"deform_std_max_vox\": 3}'")
-    parser.add_argument("--steps", type=int, default=2000, help="optimiser steps (default 2000)")
-    parser.add_argument("--max-minutes", type=float, default=None, help="stop (with a checkpoint and a model file) after this time")
-    parser.add_argument("--batch-size", type=int, default=1, help="pairs per step, all processes together (default 1)")
-    parser.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate (default 1e-4)")
-    parser.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay (default 0: Adam)")
-    parser.add_argument("--warmup", type=int, default=20, help="linear warm-up steps (default 20)")
-    parser.add_argument("--val-every", type=int, default=50, help="steps between validations (0: at the end)")
-    parser.add_argument("--checkpoint-every", type=int, default=25, help="steps between checkpoints (default 25)")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the initial weights and of every batch")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
-    parser.add_argument("--resume", action="store_true", help="continue from OUT.ckpt")
-    parser.add_argument("--force", action="store_true", help="overwrite an existing --out")
+    add_fit_arguments(parser, items="pairs", lr=1e-4, val_every=50)
+    add_run_arguments(parser)
 
 
 def _load_images(value: str):
@@ -92,12 +68,9 @@ def run(args: argparse.Namespace) -> int:
     """Train and save the model; returns 0. User errors raise ValueError/FileNotFoundError (one line)."""
     import torch
 
-    from ..training.distributed import init_distributed, shutdown_distributed
-    from ..training.loop import FitConfig
     from ..training.registration import RegistrationTrainConfig, train_registration
     from ..training.synthesis import SynthesisConfig
     from .common import input_path, output_path
-    from .common import TrainProgress
 
     if args.label_maps is None and args.images is None:
         raise ValueError("--label-maps: give prepared label maps, --images, or both")
@@ -105,34 +78,26 @@ def run(args: argparse.Namespace) -> int:
     out = output_path(args.out, "--out", force=args.force or args.resume)
     if args.threads:
         torch.set_num_threads(int(args.threads))
-    synthesis = SynthesisConfig(mode=args.mode, **_json_dict(args.synthesis_options, "--synthesis-options"))
+    synthesis = SynthesisConfig(mode=args.mode, **json_dict_arg(args.synthesis_options, "--synthesis-options"))
     config = RegistrationTrainConfig(
-        model=args.model, model_options=_json_dict(args.model_options, "--model-options"), ndim=args.ndim,
+        model=args.model, model_options=json_dict_arg(args.model_options, "--model-options"), ndim=args.ndim,
         loss=args.loss, reg=args.reg, reg_target=args.reg_target,
-        similarity_options=_json_dict(args.similarity_options, "--similarity-options"),
+        similarity_options=json_dict_arg(args.similarity_options, "--similarity-options"),
         deep_supervision=args.deep_supervision, symmetric=args.symmetric, pairs=args.pairs, synthesis=synthesis,
         batch_size=args.batch_size, val_every=args.val_every,
-        fit=FitConfig(steps=args.steps, lr=args.lr, weight_decay=args.weight_decay, warmup=args.warmup,
-                      seed=args.seed, checkpoint_every=args.checkpoint_every),
+        fit=fit_config_arg(args),
     )
     images, spacing = _load_images(args.images) if args.images else (None, None)
-    dist, device = init_distributed(args.device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick the fastest convolutions
-    progress = TrainProgress(dist.is_main and not getattr(args, "quiet", False), f"train {args.model} {args.ndim}D")
-    try:
-        meta = train_registration(config, out, label_maps=label_maps, images=images, image_spacing=spacing, device=device,
+
+    def train(device, dist, progress) -> dict:
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick the fastest convolutions
+        return train_registration(config, out, label_maps=label_maps, images=images, image_spacing=spacing, device=device,
                                   resume=args.resume, max_minutes=args.max_minutes, progress=progress, dist=dist,
                                   meta={"command": command_line(args)})
-    finally:
-        progress.close()
-        shutdown_distributed(dist)
+
+    dist, meta = train_with_progress(args, f"train {args.model} {args.ndim}D", train)
     if dist.is_main:
-        v = meta.get("validation") or {}
-        line = f"wrote {out}: {meta['steps_done']} steps, last loss {meta['loss_last']:.4g}"
-        if v:
-            line += f"; validation Dice {v['dice']:.3f} (affine only {v['dice_identity']:.3f}, {v['pairs']} pairs)"
-        if meta.get("stopped_early"):
-            line += " (stopped by --max-minutes; --resume continues)"
-        print(line, file=sys.stderr)
+        print_training_summary(out, meta, lambda v: f"; validation Dice {v['dice']:.3f} (affine only "
+                                                    f"{v['dice_identity']:.3f}, {v['pairs']} pairs)")
     return 0

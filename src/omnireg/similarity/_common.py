@@ -108,6 +108,28 @@ def check_mask(mask: object, ref: torch.Tensor, name: str = "mask") -> torch.Ten
     return mask
 
 
+def check_inputs(fixed: object, moving: object, mask: object, *, channels: int | None = None) -> tuple:
+    """:func:`check_pair` then :func:`check_mask` against the fixed image: the inputs of a measure.
+
+    Returns:
+        ``(fixed, moving, mask)`` as checked (the mask expanded to the batch, or ``None``).
+    """
+    fixed, moving = check_pair(fixed, moving, channels=channels)
+    return fixed, moving, check_mask(mask, fixed)
+
+
+def masks_per_moving(masks: object, movings: Sequence) -> list:
+    """One mask (or ``None``) per moving image: ``masks`` as a list, ``None`` meaning no mask for any.
+
+    Raises:
+        ValueError: if the number of masks is not the number of moving images.
+    """
+    masks = [None] * len(movings) if masks is None else list(masks)
+    if len(masks) != len(movings):
+        raise ValueError(f"masks: expected one per moving image ({len(movings)}), got {len(masks)}")
+    return masks
+
+
 def check_spacing(spacing: object, ndim: int, name: str = "spacing") -> tuple[float, ...]:
     """Spacing in mm per tensor axis: ``None`` (1 mm), a number, or ``ndim`` positive numbers."""
     if spacing is None:

@@ -64,7 +64,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core import Grid, sample
-from ._common import check_mask, check_pair, check_spacing
+from ._common import check_mask, check_pair, check_spacing, masks_per_moving
 from .base import EngineTraits, SimilarityMeasure, register_similarity
 from .enums import Metric, Sampling
 
@@ -351,9 +351,7 @@ class DeepSim(SimilarityMeasure):
         image's features computed once (the engine's similarity before and after registration)."""
         from ..networks.segmenter import resample_to_grid
 
-        masks = [None] * len(movings) if masks is None else list(masks)
-        if len(masks) != len(movings):
-            raise ValueError(f"masks: expected one per moving image ({len(movings)}), got {len(masks)}")
+        masks = masks_per_moving(masks, movings)
         out = []
         ff = None
         for moving, mask in zip(movings, masks):

@@ -36,7 +36,7 @@ import torch
 
 from ..core import Grid, sample
 from ..core.filters import gaussian_blur
-from ._common import check_mask, check_pair, check_spacing
+from ._common import check_mask, check_pair, check_spacing, masks_per_moving
 from .base import EngineTraits, SimilarityMeasure, register_similarity
 from .enums import Metric, Sampling
 
@@ -293,9 +293,7 @@ class DISA(SimilarityMeasure):
     def scores(self, fixed, movings, masks=None, *, spacing=None) -> list[torch.Tensor]:
         """``[forward(fixed, m, mask) for m, mask in zip(movings, masks)]`` without gradients, with the fixed
         image's features computed once (the engine's similarity before and after registration)."""
-        masks = [None] * len(movings) if masks is None else list(masks)
-        if len(masks) != len(movings):
-            raise ValueError(f"masks: expected one per moving image ({len(movings)}), got {len(masks)}")
+        masks = masks_per_moving(masks, movings)
         d = fixed.ndim - 2
         grid = Grid(tuple(fixed.shape[2:]), spacing=check_spacing(spacing, d))
         ff = fgrid = None

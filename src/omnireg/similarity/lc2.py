@@ -20,8 +20,8 @@ import torch
 
 from ..core.filters import filter_of_ones, separable_filter
 from ._common import (
+    check_inputs,
     check_lengths,
-    check_mask,
     check_pair,
     check_positive,
     check_spacing,
@@ -107,8 +107,7 @@ def lc2(
     Shape:
         fixed, moving, mask ``(N, 1, *S)``; output ``(N,)``.
     """
-    fixed, moving = check_pair(fixed, moving, channels=1)
-    mask = check_mask(mask, fixed)
+    fixed, moving, mask = check_inputs(fixed, moving, mask, channels=1)
     d = fixed.ndim - 2
     spacing = check_spacing(spacing, d)
     radius, alpha = _check_dense(radius, alpha)

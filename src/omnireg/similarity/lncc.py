@@ -11,8 +11,7 @@ import torch
 from ..core.enums import as_enum
 from ..core.filters import filter_of_ones, separable_filter
 from ._common import (
-    check_mask,
-    check_pair,
+    check_inputs,
     check_lengths,
     check_positive,
     check_spacing,
@@ -83,8 +82,7 @@ def lncc(
         >>> round(float(lncc(f, 3 * f - 1, window=5)), 4)
         1.0
     """
-    fixed, moving = check_pair(fixed, moving)
-    mask = check_mask(mask, fixed)
+    fixed, moving, mask = check_inputs(fixed, moving, mask)
     d = fixed.ndim - 2
     spacing = check_spacing(spacing, d)
     window, window_unit, kernel, eps = _check_options(window, window_unit, kernel, eps)

@@ -26,10 +26,10 @@ import torch.nn.functional as F
 from ..core.enums import as_enum
 from ..core.filters import separable_filter
 from ._common import (
+    check_inputs,
     check_image,
     check_lengths,
     check_mask,
-    check_pair,
     check_spacing,
     kernel_1d,
     length_in_voxels,
@@ -133,11 +133,7 @@ def mind(
     moving: torch.Tensor,
     *,
     mask: torch.Tensor | None = None,
-    spacing: object = None,
-    radius: float | tuple[float, ...] = 2,
-    dilation: float | tuple[float, ...] = 2,
-    kernel: Kernel | str = Kernel.BOX,
-    unit: LengthUnit | str = LengthUnit.VOXEL,
+    **descriptor_options,
 ) -> torch.Tensor:
     """Negative mean squared difference of MIND-SSC descriptors.
 
@@ -151,7 +147,8 @@ def mind(
         mask: ``(N, 1, *S)`` non-negative weights of the voxels in the mean and of the image-wide mean
             that clamps ``V`` (descriptors still read the image within ``dilation + radius`` voxels of
             the support), or ``None``.
-        spacing, radius, dilation, kernel, unit: see :func:`mind_ssc_descriptor`.
+        **descriptor_options: ``spacing``, ``radius``, ``dilation``, ``kernel``, ``unit``: see
+            :func:`mind_ssc_descriptor` (same defaults).
 
     Returns:
         ``(N,)`` similarity in ``[-1, 0]``.
@@ -162,9 +159,8 @@ def mind(
     Shape:
         fixed, moving ``(N, C, *S)``; mask ``(N, 1, *S)``; output ``(N,)``.
     """
-    fixed, moving = check_pair(fixed, moving)
-    mask = check_mask(mask, fixed)
-    opts = dict(mask=mask, spacing=spacing, radius=radius, dilation=dilation, kernel=kernel, unit=unit)
+    fixed, moving, mask = check_inputs(fixed, moving, mask)
+    opts = dict(mask=mask, **descriptor_options)
     df = mind_ssc_descriptor(fixed, **opts)
     dm = mind_ssc_descriptor(moving, **opts)
     return -weighted_mean((df - dm) ** 2, mask)

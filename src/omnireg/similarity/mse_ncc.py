@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from ._common import check_mask, check_pair, check_positive, check_spacing, weighted_moments
+from ._common import check_inputs, check_positive, check_spacing, weighted_moments
 from .base import EngineTraits, SimilarityMeasure, register_similarity
 from .enums import Metric, Sampling
 
@@ -42,8 +42,7 @@ def mse(
     Shape:
         fixed, moving ``(N, C, *S)``; mask ``(N, 1, *S)``; output ``(N,)``.
     """
-    fixed, moving = check_pair(fixed, moving)
-    mask = check_mask(mask, fixed)
+    fixed, moving, mask = check_inputs(fixed, moving, mask)
     check_spacing(spacing, fixed.ndim - 2)
     sq = (fixed - moving) ** 2
     if mask is None:
@@ -82,8 +81,7 @@ def ncc(
     Raises:
         TypeError, ValueError: invalid inputs or empty mask support.
     """
-    fixed, moving = check_pair(fixed, moving)
-    mask = check_mask(mask, fixed)
+    fixed, moving, mask = check_inputs(fixed, moving, mask)
     check_spacing(spacing, fixed.ndim - 2)
     eps = check_positive(eps, "eps", allow_zero=True)
     mf, vf = weighted_moments(fixed, mask)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..core.enums import as_enum
-from ._common import check_mask, check_pair, check_positive, check_spacing, gradient, safe_norm, weighted_mean
+from ._common import check_inputs, check_positive, check_spacing, gradient, safe_norm, weighted_mean
 from .base import SimilarityMeasure, register_similarity
 from .enums import EpsMode, Metric
 
@@ -54,8 +54,7 @@ def ngf(
     Shape:
         fixed, moving ``(N, C, *S)``; mask ``(N, 1, *S)``; output ``(N,)``.
     """
-    fixed, moving = check_pair(fixed, moving)
-    mask = check_mask(mask, fixed)
+    fixed, moving, mask = check_inputs(fixed, moving, mask)
     spacing = check_spacing(spacing, fixed.ndim - 2)
     eps, eps_mode = _check_options(eps, eps_mode)
     gf = gradient(fixed, spacing)

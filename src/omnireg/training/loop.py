@@ -24,6 +24,7 @@ import dataclasses
 import json
 import logging
 import math
+import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +36,7 @@ from torch import nn
 from ..networks.store import atomic_torch_save, to_plain
 from .distributed import DistContext
 
-__all__ = ["FitConfig", "FitResult", "TrainEvent", "fit", "item_generator", "step_generator"]
+__all__ = ["FitConfig", "FitResult", "TrainEvent", "fit", "item_generator", "run_files", "run_provenance", "step_generator"]
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +115,25 @@ def item_generator(seed: int, step: int, item: int) -> torch.Generator:
     Items drawn from it do not depend on the batch size or on how the batch is split between processes.
     """
     return torch.Generator().manual_seed((int(seed) * 1_000_003 + int(step) * 7919 + int(item) * 104_729 + 29) % (2**63 - 1))
+
+
+def run_files(out: str | Path, *, dist: DistContext, resume: bool) -> tuple[Path, Path, Path]:
+    """The files of a training run that writes the model file ``out``: ``(out, checkpoint, log)``.
+
+    The checkpoint is ``<out>.ckpt`` (for ``resume``), the log ``<out stem>.log.jsonl``. A fresh run (no
+    ``resume``, or nothing to resume from) removes an old log on rank 0, so that the log is this run's.
+    """
+    out = Path(out)
+    ckpt, log_path = out.with_name(out.name + ".ckpt"), out.with_name(out.stem + ".log.jsonl")
+    if dist.is_main and (not resume or not ckpt.is_file()):
+        log_path.unlink(missing_ok=True)
+    return out, ckpt, log_path
+
+
+def run_provenance(device: torch.device, dist: DistContext, started: float) -> dict:
+    """Where and how a training run ran, for its model file: device, processes, torch, python, wall time."""
+    return {"device": str(device), "processes": dist.world_size, "torch": str(torch.__version__),
+            "python": platform.python_version(), "wall_s_this_run": round(time.time() - started, 1)}
 
 
 def _lr_at(config: FitConfig, step: int) -> float:

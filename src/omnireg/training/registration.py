@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,11 +35,11 @@ from ..core.enums import as_enum
 from ..networks.store import save_model, to_plain
 from .distributed import DistContext
 from .labelmaps import LabelMapSet, read_prepared_index
-from .loop import FitConfig, FitResult, TrainEvent, fit
+from .loop import FitConfig, FitResult, TrainEvent, fit, run_files, run_provenance
 from .losses import RegistrationBatch, RegistrationLoss, RegTarget
 from .pairs import ImagePairs, LabelMapPairs, validation_pairs
 from ..networks.registration import warp_voxels
-from .synthesis import PairMode, SynthesisConfig
+from .synthesis import PairMode, SynthesisConfig, check_synthetic_run
 
 __all__ = [
     "RegistrationTrainConfig",
@@ -148,18 +147,7 @@ class RegistrationTrainConfig:
     fit: FitConfig = field(default_factory=FitConfig)
 
     def __post_init__(self) -> None:
-        if isinstance(self.synthesis, dict):
-            self.synthesis = SynthesisConfig(**self.synthesis)
-        if isinstance(self.fit, dict):
-            self.fit = FitConfig(**self.fit)
-        if self.ndim not in (2, 3):
-            raise ValueError(f"ndim: expected 2 or 3, got {self.ndim!r}")
-        if int(self.batch_size) < 1:
-            raise ValueError(f"batch_size: expected >= 1, got {self.batch_size!r}")
-        if int(self.val_every) < 0:
-            raise ValueError(f"val_every: expected >= 0, got {self.val_every!r}")
-        if self.axis not in (0, 1, 2):
-            raise ValueError(f"axis: expected 0, 1 or 2, got {self.axis!r}")
+        check_synthetic_run(self)
         self.pairs = as_enum(self.pairs, PairMode, "pairs").value
         self.reg_target = as_enum(self.reg_target, RegTarget, "reg_target").value
 
@@ -274,8 +262,6 @@ def train_registration(
     """
     dist = dist or DistContext()
     device = torch.device(device)
-    out = Path(out)
-    ckpt, log_path = out.with_name(out.name + ".ckpt"), out.with_name(out.stem + ".log.jsonl")
     if int(config.batch_size) % dist.world_size:
         raise ValueError(f"batch_size: {config.batch_size} is not divisible by the number of processes {dist.world_size}")
     source, val, classes, data_meta = _training_data(config, label_maps, images, image_spacing, device)
@@ -286,8 +272,7 @@ def train_registration(
         raise ValueError("loss: the dice term needs label maps; real --images have none")
     model = _build(config, device)
     kind = getattr(model, "kind", config.model)
-    if dist.is_main and (not resume or not ckpt.is_file()):
-        log_path.unlink(missing_ok=True)  # a fresh run starts a fresh log
+    out, ckpt, log_path = run_files(out, dist=dist, resume=resume)  # a fresh run starts a fresh log
     settings = to_plain(config)
     extra = {"training": {k: v for k, v in settings.items() if k != "fit"},
              "data": {k: data_meta.get(k) for k in ("prepared_json_sha256", "train_subjects", "validation_subjects", "images")}}
@@ -303,9 +288,8 @@ def train_registration(
         last = result.validations[-1] if result.validations else None
         return {"kind": kind, "training": settings, "data": data_meta, "steps_done": step,
                 "validation": last, "validation_history": result.validations,
-                "loss_last": result.losses[-1] if result.losses else None, "device": str(device),
-                "processes": dist.world_size, "torch": str(torch.__version__), "python": platform.python_version(),
-                "max_minutes": max_minutes, "wall_s_this_run": round(time.time() - t0, 1), **(meta or {})}
+                "loss_last": result.losses[-1] if result.losses else None, "max_minutes": max_minutes,
+                **run_provenance(device, dist, t0), **(meta or {})}
 
     def on_checkpoint(step: int, result: FitResult) -> None:
         save_model(out, model, kind=kind, meta=model_meta(step, result))

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,11 +42,11 @@ from ..networks.segmenter import Segmenter, SegmenterConfig
 from ..networks.store import save_model, to_plain
 from .distributed import DistContext
 from .labelmaps import NAMED_STRUCTURES, LabelMapSet, read_prepared_index, structure_lookup
-from .loop import FitConfig, FitResult, TrainEvent, fit, item_generator
+from .loop import FitConfig, FitResult, TrainEvent, fit, run_files, run_provenance, item_generator
 from .losses import one_hot, soft_dice_loss
 from .pairs import LabelMapImages, brain_slice_range
 from .registration import dice_per_structure
-from .synthesis import ContrastMode, SynthesisConfig, synthesize
+from .synthesis import ContrastMode, SynthesisConfig, check_synthetic_run, synthesize
 
 __all__ = ["SegmenterTrainConfig", "segmenter_synthesis", "train_segmenter", "validate_segmenter", "validation_images"]
 
@@ -95,18 +94,7 @@ class SegmenterTrainConfig:
     fit: FitConfig = field(default_factory=lambda: FitConfig(lr=3e-3, weight_decay=0.0))
 
     def __post_init__(self) -> None:
-        if isinstance(self.synthesis, dict):
-            self.synthesis = SynthesisConfig(**self.synthesis)
-        if isinstance(self.fit, dict):
-            self.fit = FitConfig(**self.fit)
-        if self.ndim not in (2, 3):
-            raise ValueError(f"ndim: expected 2 or 3, got {self.ndim!r}")
-        if int(self.batch_size) < 1:
-            raise ValueError(f"batch_size: expected >= 1, got {self.batch_size!r}")
-        if int(self.val_every) < 0:
-            raise ValueError(f"val_every: expected >= 0, got {self.val_every!r}")
-        if self.axis not in (0, 1, 2):
-            raise ValueError(f"axis: expected 0, 1 or 2, got {self.axis!r}")
+        check_synthetic_run(self)
         if not float(self.ce_weight) >= 0:
             raise ValueError(f"ce_weight: expected a weight >= 0, got {self.ce_weight!r}")
         self.val_modes = tuple(ContrastMode(str(m).lower()).value for m in self.val_modes)
@@ -231,15 +219,12 @@ def train_segmenter(
     """
     dist = dist or DistContext()
     device = torch.device(device)
-    out = Path(out)
-    ckpt, log_path = out.with_name(out.name + ".ckpt"), out.with_name(out.stem + ".log.jsonl")
     train_set, source, val, data_meta = _training_data(config, label_maps, device)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(config.fit.seed))
         model = Segmenter(_model_config(config, train_set)).to(device)
     classes = model.num_classes
-    if dist.is_main and (not resume or not ckpt.is_file()):
-        log_path.unlink(missing_ok=True)  # a fresh run starts a fresh log
+    out, ckpt, log_path = run_files(out, dist=dist, resume=resume)  # a fresh run starts a fresh log
     settings = to_plain(config)
     extra = {"training": {k: v for k, v in settings.items() if k != "fit"},
              "data": {k: data_meta[k] for k in ("prepared_json_sha256", "train_subjects", "validation_subjects")}}
@@ -262,9 +247,8 @@ def train_segmenter(
         last = result.validations[-1] if result.validations else None
         return {"kind": "segmenter", "training": settings, "data": data_meta, "steps_done": step, "validation": last,
                 "validation_history": [{k: v for k, v in r.items() if k != "per_structure"} for r in result.validations],
-                "loss_last": result.losses[-1] if result.losses else None, "device": str(device),
-                "processes": dist.world_size, "torch": str(torch.__version__), "python": platform.python_version(),
-                "wall_s_this_run": round(time.time() - t0, 1), **(meta or {})}
+                "loss_last": result.losses[-1] if result.losses else None, **run_provenance(device, dist, t0),
+                **(meta or {})}
 
     def on_checkpoint(step: int, result: FitResult) -> None:
         save_model(out, model, kind="segmenter", meta=model_meta(step, result))

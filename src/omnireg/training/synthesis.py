@@ -44,6 +44,7 @@ from ..core.enums import as_enum
 from ..core.filters import gaussian_blur
 from ..networks.registration import integrate_velocity_voxels, warp_voxels
 from .labelmaps import t1_means
+from .loop import FitConfig
 
 __all__ = [
     "ContrastMode",
@@ -51,6 +52,7 @@ __all__ = [
     "SynthesisConfig",
     "SynthesizedImages",
     "SyntheticPair",
+    "check_synthetic_run",
     "draw_contrast",
     "random_displacement",
     "render_image",
@@ -128,6 +130,35 @@ class SynthesisConfig:
             raise ValueError(f"svf_steps: expected a non-negative int, got {self.svf_steps!r}")
         if not float(self.scale_max) < 1:
             raise ValueError(f"scale_max: expected < 1, got {self.scale_max!r}")
+
+
+
+def check_synthetic_run(config) -> None:
+    """Coerce and check the fields every training run on synthesised label-map images shares (in place).
+
+    ``config.synthesis`` and ``config.fit`` given as dicts (a config read back from JSON or YAML) become
+    :class:`SynthesisConfig` and :class:`~omnireg.training.loop.FitConfig`; ``ndim``, ``batch_size``,
+    ``val_every`` and ``axis`` (the slicing axis of 2D runs) are checked.
+
+    Args:
+        config: a training config with the fields ``synthesis``, ``fit``, ``ndim``, ``batch_size``,
+            ``val_every`` and ``axis`` (the registration and segmenter training configs).
+
+    Raises:
+        ValueError: naming the first invalid field.
+    """
+    if isinstance(config.synthesis, dict):
+        config.synthesis = SynthesisConfig(**config.synthesis)
+    if isinstance(config.fit, dict):
+        config.fit = FitConfig(**config.fit)
+    if config.ndim not in (2, 3):
+        raise ValueError(f"ndim: expected 2 or 3, got {config.ndim!r}")
+    if int(config.batch_size) < 1:
+        raise ValueError(f"batch_size: expected >= 1, got {config.batch_size!r}")
+    if int(config.val_every) < 0:
+        raise ValueError(f"val_every: expected >= 0, got {config.val_every!r}")
+    if config.axis not in (0, 1, 2):
+        raise ValueError(f"axis: expected 0, 1 or 2, got {config.axis!r}")
 
 
 @dataclass

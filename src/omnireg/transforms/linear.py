@@ -178,6 +178,30 @@ class LinearTransform(Transform):
         _batch_size(batch_size, {"center": c})
         self.register_buffer("center", c.expand(batch_size, ndim).clone())
 
+    def _init_batched(
+        self,
+        ndim: int,
+        batch_size: int | None,
+        center: TensorLike | None,
+        values: dict[str, tuple[TensorLike | None, tuple[int, ...]]],
+        dtype: torch.dtype,
+        device: torch.device | str | None,
+    ) -> list[torch.Tensor | None]:
+        """Initialise the base from the subclass's values ``{name: (value, tail shape)}``; returns them batched.
+
+        Each value becomes ``(1 or N, *tail)`` (``None`` stays ``None``); N is ``batch_size`` or the one batch
+        size of the given values and ``center`` (else 1).
+        """
+        given = {name: _as_batched(v, tail, name, dtype, device) for name, (v, tail) in values.items()}
+        c = _as_batched(center, (ndim,), "center", dtype, device)
+        LinearTransform.__init__(self, ndim, _batch_size(batch_size, {**given, "center": c}), c, dtype, device)
+        return list(given.values())
+
+    def _register_batched(self, name: str, value: torch.Tensor | None, default: torch.Tensor, learnable: bool) -> None:
+        """Register ``value`` (``(1 or N, *tail)``, ``None``: ``default`` ``(1, *tail)``) expanded to the batch."""
+        value = default.to(self.center) if value is None else value
+        self._register(name, value.expand(self.batch_size, *value.shape[1:]), learnable)
+
     # ---------------------------------------------------------------- parts
     def linear_part(self) -> torch.Tensor:
         """``A``: ``(N, D, D)``."""
@@ -390,12 +414,8 @@ class Translation(LinearTransform):
         dtype: torch.dtype = torch.float32,
         device: torch.device | str | None = None,
     ) -> None:
-        t = _as_batched(translation, (ndim,), "translation", dtype, device)
-        c = _as_batched(center, (ndim,), "center", dtype, device)
-        n = _batch_size(batch_size, {"translation": t, "center": c})
-        super().__init__(ndim, n, c, dtype, device)
-        t = torch.zeros(1, ndim, dtype=dtype, device=device) if t is None else t
-        self._register("translation", t.expand(n, ndim), learnable)
+        (t,) = self._init_batched(ndim, batch_size, center, {"translation": (translation, (ndim,))}, dtype, device)
+        self._register_batched("translation", t, torch.zeros(1, ndim), learnable)
 
     def linear_part(self) -> torch.Tensor:
         eye = torch.eye(self.ndim, dtype=self.translation.dtype, device=self.translation.device)
@@ -438,15 +458,10 @@ class Rigid(LinearTransform):
         device: torch.device | str | None = None,
     ) -> None:
         nr = 1 if ndim == 2 else 3
-        r = _as_batched(rotation, (nr,), "rotation", dtype, device)
-        t = _as_batched(translation, (ndim,), "translation", dtype, device)
-        c = _as_batched(center, (ndim,), "center", dtype, device)
-        n = _batch_size(batch_size, {"rotation": r, "translation": t, "center": c})
-        super().__init__(ndim, n, c, dtype, device)
-        r = torch.zeros(1, nr, dtype=dtype, device=device) if r is None else r
-        t = torch.zeros(1, ndim, dtype=dtype, device=device) if t is None else t
-        self._register("rotation", r.expand(n, nr), learnable)
-        self._register("translation", t.expand(n, ndim), learnable)
+        r, t = self._init_batched(ndim, batch_size, center, {"rotation": (rotation, (nr,)),
+                                                             "translation": (translation, (ndim,))}, dtype, device)
+        self._register_batched("rotation", r, torch.zeros(1, nr), learnable)
+        self._register_batched("translation", t, torch.zeros(1, ndim), learnable)
 
     def linear_part(self) -> torch.Tensor:
         return rotation_matrix(self.rotation)
@@ -480,20 +495,13 @@ class Similarity(LinearTransform):
         device: torch.device | str | None = None,
     ) -> None:
         nr = 1 if ndim == 2 else 3
-        r = _as_batched(rotation, (nr,), "rotation", dtype, device)
-        s = _as_batched(scale, (1,), "scale", dtype, device)
-        t = _as_batched(translation, (ndim,), "translation", dtype, device)
-        c = _as_batched(center, (ndim,), "center", dtype, device)
-        n = _batch_size(batch_size, {"rotation": r, "scale": s, "translation": t, "center": c})
-        super().__init__(ndim, n, c, dtype, device)
+        r, s, t = self._init_batched(ndim, batch_size, center, {"rotation": (rotation, (nr,)), "scale": (scale, (1,)),
+                                                                "translation": (translation, (ndim,))}, dtype, device)
         if s is not None and not bool((s > 0).all()):
             raise ValueError(f"scale: expected positive values, got {s.detach().flatten().tolist()}")
-        r = torch.zeros(1, nr, dtype=dtype, device=device) if r is None else r
-        log_s = torch.zeros(1, 1, dtype=dtype, device=device) if s is None else torch.log(s)
-        t = torch.zeros(1, ndim, dtype=dtype, device=device) if t is None else t
-        self._register("rotation", r.expand(n, nr), learnable)
-        self._register("log_scale", log_s.expand(n, 1), learnable)
-        self._register("translation", t.expand(n, ndim), learnable)
+        self._register_batched("rotation", r, torch.zeros(1, nr), learnable)
+        self._register_batched("log_scale", None if s is None else torch.log(s), torch.zeros(1, 1), learnable)
+        self._register_batched("translation", t, torch.zeros(1, ndim), learnable)
 
     @property
     def scale(self) -> torch.Tensor:
@@ -526,15 +534,10 @@ class Affine(LinearTransform):
         dtype: torch.dtype = torch.float32,
         device: torch.device | str | None = None,
     ) -> None:
-        a = _as_batched(linear, (ndim, ndim), "linear", dtype, device)
-        t = _as_batched(translation, (ndim,), "translation", dtype, device)
-        c = _as_batched(center, (ndim,), "center", dtype, device)
-        n = _batch_size(batch_size, {"linear": a, "translation": t, "center": c})
-        super().__init__(ndim, n, c, dtype, device)
-        a = torch.eye(ndim, dtype=dtype, device=device).unsqueeze(0) if a is None else a
-        t = torch.zeros(1, ndim, dtype=dtype, device=device) if t is None else t
-        self._register("linear", a.expand(n, ndim, ndim), learnable)
-        self._register("translation", t.expand(n, ndim), learnable)
+        a, t = self._init_batched(ndim, batch_size, center, {"linear": (linear, (ndim, ndim)),
+                                                             "translation": (translation, (ndim,))}, dtype, device)
+        self._register_batched("linear", a, torch.eye(ndim).unsqueeze(0), learnable)
+        self._register_batched("translation", t, torch.zeros(1, ndim), learnable)
 
     def linear_part(self) -> torch.Tensor:
         return self.linear
