@@ -10,7 +10,6 @@ storing them, so the memory stays ``O(chunk * bins)`` for any number of voxels.
 
 from __future__ import annotations
 
-import inspect
 import math
 from typing import Sequence
 
@@ -258,9 +257,8 @@ _DOC_ARGS = """
         moving: ``(N, C, *S)`` moving image resampled on the fixed grid.
         mask: ``(N, 1, *S)`` non-negative weights of the histogram contributions, or ``None``.
         spacing: mm per tensor axis; unused (accepted for a uniform interface).
-        **histogram_options: ``bins``, ``fixed_window``, ``moving_window``, ``fixed_range``,
-            ``moving_range``, ``robust_quantile``, ``sampling``, ``generator``: see :func:`joint_histogram`
-            (same defaults).
+        bins, fixed_window, moving_window, fixed_range, moving_range, robust_quantile, sampling,
+            generator: see :func:`joint_histogram`.
 """
 
 
@@ -270,14 +268,25 @@ def mi(
     *,
     mask: torch.Tensor | None = None,
     spacing: object = None,
-    **histogram_options,
+    bins: int = 32,
+    fixed_window: ParzenWindow | str = ParzenWindow.BSPLINE,
+    moving_window: ParzenWindow | str = ParzenWindow.BSPLINE,
+    fixed_range: Sequence[float] | None = None,
+    moving_range: Sequence[float] | None = None,
+    robust_quantile: float = 0.001,
+    sampling: float = 1.0,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Mutual information (nats) of the Parzen joint histogram, channels averaged.
 
     ``MI = H(f) + H(m) - H(f, m)`` with ``H(p) = -sum p log p`` over the bins of the normalised joint
     histogram ``p`` (see :func:`joint_histogram`) and its marginals. ``>= 0``, higher is better.
     """
-    hf, hm, hfm = _entropies(fixed, moving, mask=mask, spacing=spacing, **histogram_options)
+    hf, hm, hfm = _entropies(
+        fixed, moving, mask=mask, spacing=spacing, bins=bins, fixed_window=fixed_window,
+        moving_window=moving_window, fixed_range=fixed_range, moving_range=moving_range,
+        robust_quantile=robust_quantile, sampling=sampling, generator=generator,
+    )
     return (hf + hm - hfm).mean(1)
 
 
@@ -287,14 +296,25 @@ def nmi(
     *,
     mask: torch.Tensor | None = None,
     spacing: object = None,
-    **histogram_options,
+    bins: int = 32,
+    fixed_window: ParzenWindow | str = ParzenWindow.BSPLINE,
+    moving_window: ParzenWindow | str = ParzenWindow.BSPLINE,
+    fixed_range: Sequence[float] | None = None,
+    moving_range: Sequence[float] | None = None,
+    robust_quantile: float = 0.001,
+    sampling: float = 1.0,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Normalised mutual information (Studholme), channels averaged.
 
     ``NMI = (H(f) + H(m)) / H(f, m)`` in ``[1, 2]`` (2 for a one-to-one intensity mapping), from the
     Parzen joint histogram of :func:`joint_histogram`. Higher is better.
     """
-    hf, hm, hfm = _entropies(fixed, moving, mask=mask, spacing=spacing, **histogram_options)
+    hf, hm, hfm = _entropies(
+        fixed, moving, mask=mask, spacing=spacing, bins=bins, fixed_window=fixed_window,
+        moving_window=moving_window, fixed_range=fixed_range, moving_range=moving_range,
+        robust_quantile=robust_quantile, sampling=sampling, generator=generator,
+    )
     return ((hf + hm) / hfm.clamp_min(torch.finfo(hfm.dtype).tiny)).mean(1)
 
 
@@ -312,25 +332,26 @@ mi.__doc__ = (mi.__doc__ or "") + _DOC_ARGS + _RETURNS
 nmi.__doc__ = (nmi.__doc__ or "") + _DOC_ARGS + _RETURNS
 
 
-#: the histogram options and their defaults, as :func:`joint_histogram` declares them
-_HISTOGRAM_DEFAULTS = {
-    name: p.default for name, p in inspect.signature(joint_histogram).parameters.items()
-    if p.kind is inspect.Parameter.KEYWORD_ONLY and name != "mask"
-}
-
-
 class _HistogramMeasure(SimilarityMeasure):
     traits = EngineTraits(sampling=Sampling.POINTS)
 
-    def __init__(self, **histogram_options) -> None:
+    def __init__(
+        self,
+        *,
+        bins: int = 32,
+        fixed_window: ParzenWindow | str = ParzenWindow.BSPLINE,
+        moving_window: ParzenWindow | str = ParzenWindow.BSPLINE,
+        fixed_range: Sequence[float] | None = None,
+        moving_range: Sequence[float] | None = None,
+        robust_quantile: float = 0.001,
+        sampling: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> None:
         super().__init__()
-        unknown = sorted(set(histogram_options) - set(_HISTOGRAM_DEFAULTS))
-        if unknown:
-            raise TypeError(f"{type(self).__name__}: unexpected option(s) {unknown}; expected {list(_HISTOGRAM_DEFAULTS)}")
         (
             self.bins, self.fixed_window, self.moving_window, self.fixed_range, self.moving_range,
             self.robust_quantile, self.sampling, self.generator,
-        ) = _check_options(**{**_HISTOGRAM_DEFAULTS, **histogram_options})
+        ) = _check_options(bins, fixed_window, moving_window, fixed_range, moving_range, robust_quantile, sampling, generator)
 
     def options(self) -> dict:
         return {
