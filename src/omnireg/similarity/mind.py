@@ -133,7 +133,11 @@ def mind(
     moving: torch.Tensor,
     *,
     mask: torch.Tensor | None = None,
-    **descriptor_options,
+    spacing: object = None,
+    radius: float | tuple[float, ...] = 2,
+    dilation: float | tuple[float, ...] = 2,
+    kernel: Kernel | str = Kernel.BOX,
+    unit: LengthUnit | str = LengthUnit.VOXEL,
 ) -> torch.Tensor:
     """Negative mean squared difference of MIND-SSC descriptors.
 
@@ -147,8 +151,7 @@ def mind(
         mask: ``(N, 1, *S)`` non-negative weights of the voxels in the mean and of the image-wide mean
             that clamps ``V`` (descriptors still read the image within ``dilation + radius`` voxels of
             the support), or ``None``.
-        **descriptor_options: ``spacing``, ``radius``, ``dilation``, ``kernel``, ``unit``: see
-            :func:`mind_ssc_descriptor` (same defaults).
+        spacing, radius, dilation, kernel, unit: see :func:`mind_ssc_descriptor`.
 
     Returns:
         ``(N,)`` similarity in ``[-1, 0]``.
@@ -160,7 +163,7 @@ def mind(
         fixed, moving ``(N, C, *S)``; mask ``(N, 1, *S)``; output ``(N,)``.
     """
     fixed, moving, mask = check_inputs(fixed, moving, mask)
-    opts = dict(mask=mask, **descriptor_options)
+    opts = dict(mask=mask, spacing=spacing, radius=radius, dilation=dilation, kernel=kernel, unit=unit)
     df = mind_ssc_descriptor(fixed, **opts)
     dm = mind_ssc_descriptor(moving, **opts)
     return -weighted_mean((df - dm) ** 2, mask)
