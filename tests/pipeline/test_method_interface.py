@@ -1,6 +1,6 @@
 """A registration method written outside omnireg plugs into the pipeline through the interface alone.
 
-``ReplayMethod`` below is a toy method defined in this test file: it returns a given fixed -> moving world
+``ReplayMethod`` (``tests/pipeline/conftest.py``, fixture ``replay_method``) is a toy method defined outside omnireg: it returns a given fixed -> moving world
 matrix (here the one the engine found), warps the moving image with omnireg's public resampler, and
 nothing else. Run through :func:`omnireg.pipeline.run_pipeline`, it must get the same outputs, the same
 numbers in them and the same report as the engine itself: the pipeline, not the method, writes them.
@@ -9,43 +9,18 @@ numbers in them and the same report as the engine itself: the pipeline, not the 
 from __future__ import annotations
 
 import json
-import time
 
 import numpy as np
 import pytest
-import torch
 
 from omnireg.data import sample_path
 from omnireg.io import load_image, read_linear_transform
-from omnireg.pipeline import MethodResult, RegistrationMethod, RegistrationRequest, run_pipeline
+from omnireg.pipeline import RegistrationRequest, run_pipeline
 from omnireg.pipeline.method import EngineMethod
-from omnireg.transforms import Affine, resample
-
-
-class ReplayMethod(RegistrationMethod):
-    """Register by returning a known matrix (fixed -> moving world mm); a method in twenty lines."""
-
-    name = "replay"
-
-    def __init__(self, matrix: np.ndarray) -> None:
-        self.matrix = np.asarray(matrix, dtype=np.float64)
-
-    def check(self, fixed, moving) -> None:
-        if self.matrix.shape != (fixed.ndim + 1, fixed.ndim + 1):
-            raise ValueError(f"replay: a {fixed.ndim}D pair needs a {fixed.ndim + 1}x{fixed.ndim + 1} matrix")
-
-    def run(self, fixed, moving, *, fixed_mask=None, moving_mask=None, initial=None, callbacks=()):
-        t0 = time.perf_counter()
-        affine = Affine.from_matrix(torch.as_tensor(self.matrix), learnable=False)
-        warped = resample(moving, affine, onto=fixed.grid, interp="linear")
-        return MethodResult(transform=affine, linear=affine, deformable=None, warped=warped, history=[],
-                            metric_before={}, metric_after={}, runtime_s=time.perf_counter() - t0, stage_runtimes_s=[],
-                            config={"matrix": self.matrix.tolist()},
-                            method=self.settings())
 
 
 @pytest.fixture(scope="module")
-def engine_and_replay(tmp_path_factory):
+def engine_and_replay(tmp_path_factory, replay_method):
     root = tmp_path_factory.mktemp("methods")
     fixed, moving = sample_path("t1_2d"), sample_path("pd_2d")
     runs = {}
@@ -54,7 +29,7 @@ def engine_and_replay(tmp_path_factory):
     runs["engine"] = run_pipeline(RegistrationRequest(fixed=fixed, moving=moving, method=engine,
                                                       out_dir=root / "engine", report=True))
     matrix = read_linear_transform(root / "engine" / "linear.mat")
-    runs["replay"] = run_pipeline(RegistrationRequest(fixed=fixed, moving=moving, method=ReplayMethod(matrix),
+    runs["replay"] = run_pipeline(RegistrationRequest(fixed=fixed, moving=moving, method=replay_method(matrix),
                                                       out_dir=root / "replay", report=True))
     return root, runs
 
@@ -92,8 +67,8 @@ def test_a_method_from_outside_gets_the_same_report(engine_and_replay):
             assert f"report_files/{name}" in page
 
 
-def test_the_pipeline_checks_the_method_before_any_work(tmp_path):
-    bad = ReplayMethod(np.eye(4))  # a 3D matrix for a 2D pair
+def test_the_pipeline_checks_the_method_before_any_work(tmp_path, replay_method):
+    bad = replay_method(np.eye(4))  # a 3D matrix for a 2D pair
     with pytest.raises(ValueError, match="replay: a 2D pair needs a 3x3 matrix"):
         run_pipeline(RegistrationRequest(fixed=sample_path("t1_2d"), moving=sample_path("pd_2d"), method=bad,
                                          out_dir=tmp_path / "out"))

@@ -24,11 +24,14 @@ after. Surface distances are not computed here (``omnireg evaluate`` does).
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["OUTPUT_NAMES", "check_out_dir", "evaluate", "label_evaluation", "write_outputs"]
+__all__ = ["OUTPUT_NAMES", "check_out_dir", "evaluate", "label_evaluation", "worse_than_the_start", "write_outputs"]
+
+logger = logging.getLogger(__name__)
 
 #: The files a registration writes into its output folder (``deformation.nii.gz``, ``warped_labels.nii.gz``,
 #: ``inverse.h5`` and ``inverse_warped.nii.gz`` only when they apply).
@@ -114,7 +117,37 @@ def evaluate(inputs, result) -> tuple[dict, Any]:
             "before": target_registration_error(p, q).to_dict(prefix="tre_"),
             "after": target_registration_error(p, q, result.transform).to_dict(prefix="tre_"),
         }
+    worse = worse_than_the_start(evaluation)
+    if worse:
+        evaluation["worse_than_start"] = worse
+        for line in worse:
+            logger.warning("the result is worse than the start: %s", line)
     return evaluation, warped_labels
+
+
+#: how much worse than the start an evaluation figure may end before it is reported (rounding, not alignment)
+WORSE_DICE = 1e-3
+WORSE_TRE_MM = 0.01
+
+
+def worse_than_the_start(evaluation: dict) -> list[str]:
+    """Lines naming each evaluation figure that ended worse than at the start (mean Dice, mean TRE).
+
+    The optimisation's own guard cannot see labels or landmarks; when the user gives them, a result that
+    loses Dice or landmark accuracy must not pass as a success: the pipeline logs a warning per line and
+    stores them as ``result.json["evaluation"]["worse_than_start"]``.
+    """
+    lines = []
+    labels = evaluation.get("labels")
+    if labels and labels.get("dice_mean") is not None and labels.get("dice_mean_before") is not None:
+        if labels["dice_mean"] < labels["dice_mean_before"] - WORSE_DICE:
+            lines.append(f"mean Dice {labels['dice_mean_before']:.3f} at the start, {labels['dice_mean']:.3f} after")
+    marks = evaluation.get("landmarks")
+    if marks:
+        t0, t1 = marks["before"].get("tre_mean_mm"), marks["after"].get("tre_mean_mm")
+        if t0 is not None and t1 is not None and t1 > t0 + WORSE_TRE_MM:
+            lines.append(f"mean landmark error {t0:.2f} mm at the start, {t1:.2f} mm after")
+    return lines
 
 
 def write_outputs(out: Path, run, *, force: bool, report: bool, inverse: bool, record: dict,
