@@ -4,7 +4,7 @@ The case is made from the sample shipped in the package: the fixed image is the 
 image is the synthetic T2-weighted image of the same brain, moved by a known affine (rotations up to 10°,
 translations up to 10 mm, scaling up to 6 %) and a smooth deformation (up to 4 mm), with a bias field and
 noise, and resampled onto an oblique 2.2 mm grid. The ``multimodal-deformable`` preset (rigid -> affine
--> B-spline) registers it; Dice of the tissue labels and the target error against the known truth are
+-> SVF with MIND-SSC) registers it; Dice of the tissue labels and the target error against the known truth are
 printed before and after, and the quality-control report is written.
 """
 

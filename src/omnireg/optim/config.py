@@ -34,9 +34,11 @@ class TransformKind(str, Enum):
 
 
 class Optimizer(str, Enum):
-    """Local optimiser of a stage: gradient-based (Adam, L-BFGS) or derivative-free (BOBYQA via nlopt)."""
+    """Local optimiser of a stage: gradient-based (Adam, L-BFGS, and ``gradient``: steepest descent whose largest
+    point moves ``learning_rate`` mm per iteration, ANTs-style) or derivative-free (BOBYQA via nlopt)."""
 
     ADAM = "adam"
+    GRADIENT = "gradient"
     LBFGS = "lbfgs"
     BOBYQA = "bobyqa"
 
@@ -73,7 +75,8 @@ class StageConfig:
             times the largest fixed spacing, per level (0 at full resolution).
         iterations: per level, the maximum number of optimiser iterations.
         optimizer: local optimiser (:class:`Optimizer`).
-        learning_rate: step size of Adam (in the scaled parameter units: mm, and radians times the image radius).
+        learning_rate: step size of Adam, or the largest step of ``gradient`` (in the scaled parameter units: mm,
+            and radians times the image radius).
         tolerance: convergence: stop a level when the loss improved by less than ``tolerance`` (relative)
             over the last ``window`` iterations.
         window: see ``tolerance``.
@@ -82,7 +85,8 @@ class StageConfig:
         search_angles_deg: the rotation angles (about each axis) tried by the global search.
         control_spacing_mm: B-spline control-point spacing in mm.
         svf_steps: scaling-and-squaring steps of an SVF stage.
-        svf_spacing_mm: spacing in mm of the SVF's velocity grid (``None``: the finest level's spacing, at least 2x the image spacing).
+        svf_spacing_mm: spacing in mm of the SVF's final velocity grid (``None``: twice the spacing of the stage's
+            finest level, at least 2 mm); coarser levels hold the velocity at their own spacing (coarse to fine).
         regularization: penalty weights: ``bending``, ``diffusion``, ``elastic``, ``folding`` (deformable stages),
             relative to the similarity loss divided by its magnitude at the start of each level (so the same
             weights suit every metric). Penalties are evaluated on a grid of half the control-point spacing.

@@ -45,6 +45,11 @@ def gradient_descent(scaled, closure_loss, opt, iters, stage, hist, emit, si, n_
                 hist.converged = True
                 break
         return
+    if opt is Optimizer.GRADIENT:
+        _normalised_descent(params, closure_loss, iters, float(stage.learning_rate), hist, converged,
+                            lambda it, loss: emit(stage=si, n_stages=n_stages, level=li, n_levels=n_levels,
+                                                  iteration=it + 1, max_iterations=iters, loss=loss))
+        return
     max_eval = int(iters * 1.5) + 5
     optim = torch.optim.LBFGS(params, lr=1.0, max_iter=iters, max_eval=max_eval, history_size=10,
                               tolerance_grad=1e-9, tolerance_change=float(stage.tolerance) * 1e-3, line_search_fn="strong_wolfe")
@@ -62,6 +67,42 @@ def gradient_descent(scaled, closure_loss, opt, iters, stage, hist, emit, si, n_
 
     optim.step(closure)
     hist.converged = count[0] < iters
+
+
+def _largest_step(g: torch.Tensor) -> torch.Tensor:
+    """The largest per-point length of a gradient: the vector norm over the component axis of a dense field
+    ``(N, D, *S)``, the largest magnitude otherwise."""
+    if g.ndim >= 3:
+        return g.square().sum(dim=1).sqrt().max()
+    return g.abs().max()
+
+
+def _normalised_descent(params, closure_loss, iters: int, step: float, hist, converged, emit) -> None:
+    """Steepest descent whose update is scaled so its largest point moves ``step`` (mm-like units), as ANTs'
+    SyN and the demons scale their update fields: the direction and the relative sizes of the gradient are
+    kept, so where the similarity has no signal the field does not move (Adam's per-parameter normalisation
+    turns weak, noisy gradients into full-sized steps). The step is halved whenever the loss went up."""
+    prev = math.inf
+    for it in range(iters):
+        for p in params:
+            p.grad = None
+        loss = closure_loss()
+        loss.backward()
+        value = float(loss.detach())
+        if value > prev:
+            step *= 0.5
+        prev = value
+        with torch.no_grad():
+            big = max(float(_largest_step(p.grad)) for p in params if p.grad is not None)
+            if big > 0:
+                for p in params:
+                    if p.grad is not None:
+                        p.sub_(p.grad * (step / big))
+        hist.losses.append(value)
+        emit(it, value)
+        if converged():
+            hist.converged = True
+            break
 
 
 def bobyqa(scaled, loss_fn, max_eval, hist, *, step: float) -> float:

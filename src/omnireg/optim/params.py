@@ -14,15 +14,47 @@ from torch import nn
 from ..core import Grid
 from .config import StageConfig, TransformKind
 
-__all__ = ["matrix_tensor", "make_stage_transform", "parameter_scales", "Scaled"]
+__all__ = ["matrix_tensor", "make_stage_transform", "velocity_grid", "resample_velocity", "parameter_scales", "Scaled"]
 
 
 def matrix_tensor(m: np.ndarray, dtype, device) -> torch.Tensor:
     return torch.tensor(np.asarray(m, dtype=np.float64), dtype=dtype, device=device)
 
 
-def make_stage_transform(stage: StageConfig, grid: Grid, center: np.ndarray, dtype, device) -> nn.Module:
-    """A new identity transform of the stage's kind, centred on the fixed image."""
+def velocity_grid(stage: StageConfig, grid: Grid, level_shrink: float = 1.0, finest_shrink: float = 1.0) -> Grid:
+    """The grid of an SVF stage's velocity at a pyramid level.
+
+    The final velocity grid has ``stage.svf_spacing_mm`` or, when it is ``None``, twice the spacing of the
+    stage's finest level (at least 2 mm); a coarser level holds its velocity on its own, coarser grid
+    (coarse to fine: the velocity is upsampled when the next level starts), so a coarse level costs what its
+    voxels cost, not what the final grid's do.
+
+    Args:
+        stage: the SVF stage.
+        grid: the fixed image's grid.
+        level_shrink: the level's shrink factor (as :meth:`ProblemBuilder.shrink` gives it).
+        finest_shrink: the shrink factor of the stage's finest level.
+    """
+    final = stage.svf_spacing_mm or max(2.0 * min(grid.spacing) * float(finest_shrink), 2.0)
+    return grid.with_spacing([max(final, s * float(level_shrink)) for s in grid.spacing])
+
+
+def resample_velocity(velocity: torch.Tensor, src: Grid, dst: Grid) -> torch.Tensor:
+    """A world-mm vector field ``(1, D, *S)`` on ``src`` linearly interpolated at the voxel centres of ``dst``
+    (border values beyond ``src``)."""
+    from ..core.sampling import sample
+
+    if src.same_as(dst):
+        return velocity.detach().clone()
+    pts = src.transform_points(dst.points("world", dtype=torch.float64, device=velocity.device), "world", "voxel")
+    out = sample(velocity.detach(), pts.unsqueeze(0).to(velocity.dtype), interp="linear", padding="border")
+    return out.contiguous()
+
+
+def make_stage_transform(stage: StageConfig, grid: Grid, center: np.ndarray, dtype, device,
+                         vgrid: Grid | None = None) -> nn.Module:
+    """A new identity transform of the stage's kind, centred on the fixed image (an SVF on ``vgrid``, by
+    default :func:`velocity_grid` at full resolution)."""
     from .. import transforms as T
 
     kind = stage.kind
@@ -39,8 +71,7 @@ def make_stage_transform(stage: StageConfig, grid: Grid, center: np.ndarray, dty
     elif kind is TransformKind.BSPLINE:
         t = T.BSplineTransform.from_grid(grid, spacing_mm=stage.control_spacing_mm, dtype=dtype)
     else:
-        spacing = stage.svf_spacing_mm or max(2.0 * min(grid.spacing), 2.0)
-        vgrid = grid.with_spacing([max(spacing, s) for s in grid.spacing])
+        vgrid = vgrid or velocity_grid(stage, grid)
         t = T.StationaryVelocityField(
             torch.zeros(1, d, *vgrid.shape, dtype=dtype), vgrid, steps=int(stage.svf_steps)
         )

@@ -30,7 +30,7 @@ from torch import nn
 from ..core import Grid
 from .config import Optimizer, StageConfig, TransformKind
 from .optimizers import bobyqa, global_rotation_search, gradient_descent
-from .params import Scaled, make_stage_transform, matrix_tensor, parameter_scales
+from .params import Scaled, make_stage_transform, matrix_tensor, parameter_scales, resample_velocity, velocity_grid
 from .problem import LevelProblem, ProblemBuilder
 from .result import LevelHistory
 
@@ -91,14 +91,19 @@ class _Track:
 class _Stage:
     """Evaluation of one stage's transform: the similarity loss and the optimised objective."""
 
-    def __init__(self, ctx: StageContext, si: int, stage: StageConfig, linear: np.ndarray, deformable) -> None:
+    def __init__(self, ctx: StageContext, si: int, stage: StageConfig, linear: np.ndarray, deformable,
+                 vgrid: Grid | None = None) -> None:
         self.ctx, self.si, self.stage, self.kind = ctx, si, stage, stage.kind
         self.d = ctx.fixed_grid.ndim
         self.deformable = deformable
-        new = make_stage_transform(stage, ctx.fixed_grid, ctx.center, ctx.dtype, ctx.device)
-        self.scaled = Scaled(new, parameter_scales(new, ctx.radius))
-        self.z0 = self.scaled.flat()
         self.set_base(linear)
+        self._hold(make_stage_transform(stage, ctx.fixed_grid, ctx.center, ctx.dtype, ctx.device, vgrid))
+
+    def _hold(self, new: nn.Module) -> None:
+        """Optimise ``new`` (the stage's transform) from now on."""
+        stage, ctx = self.stage, self.ctx
+        self.scaled = Scaled(new, parameter_scales(new, ctx.radius))
+        self.z0 = self.scaled.flat()  # the variables of ``new`` (identity, for a new stage transform)
         self.reg_grids: dict[str, Grid] = {}
         if self.kind is TransformKind.SVF:
             # an SVF is regularised on its velocity (own grid): smooth velocities give smooth diffeomorphisms,
@@ -110,6 +115,17 @@ class _Stage:
             base = 0.5 * stage.control_spacing_mm if self.kind is TransformKind.BSPLINE else max(new.grid.spacing)
             reg_grid = ctx.fixed_grid.with_spacing([max(base, sp) for sp in ctx.fixed_grid.spacing])
             self.reg_grids = {"smooth": reg_grid, "folding": reg_grid}
+
+    def regrid_velocity(self, vgrid: Grid) -> None:
+        """Move an SVF stage's current velocity onto ``vgrid`` (the next level's velocity grid)."""
+        from .. import transforms as T
+
+        old = self.scaled.commit()
+        if old.grid.same_as(vgrid):
+            return
+        v = resample_velocity(old.velocity, old.grid, vgrid)
+        self._hold(T.StationaryVelocityField(v, vgrid, steps=old.steps).to(self.ctx.device))
+        self.z0 = np.zeros_like(self.z0)  # the stage's start (identity) on the new grid, for the guard
 
     def set_base(self, matrix: np.ndarray) -> None:
         self.base = np.asarray(matrix, dtype=np.float64)
@@ -217,15 +233,22 @@ def run_stage(ctx: StageContext, si: int, stage: StageConfig, starts: list[np.nd
         the stage's own deformable transform (None for linear stages or a discarded result) and the guard's
         record.
     """
-    st = _Stage(ctx, si, stage, starts[0], deformable)
     kind, n_levels = stage.kind, len(stage.shrink)
     levels = _levels_to_run(ctx, stage)
+    vgrids = None
+    if kind is TransformKind.SVF:  # coarse to fine: the velocity on each level's grid
+        finest = ctx.builder.shrink(stage, levels[-1])
+        vgrids = [velocity_grid(stage, ctx.fixed_grid, ctx.builder.shrink(stage, li), finest) for li in levels]
+    st = _Stage(ctx, si, stage, starts[0], deformable, vgrids[0] if vgrids else None)
     tracks = [_Track(np.asarray(m, dtype=np.float64), st.z0.copy()) for m in starts]
     n_starts = len(tracks)
     prob = None
     for i, li in enumerate(levels):
         tl = time.perf_counter()
         st.load(tracks[0])
+        if vgrids and i > 0:
+            st.regrid_velocity(vgrids[i])
+            tracks[0].z = st.scaled.flat()
         prob = ctx.builder.problem(stage, li, st.current_matrix())
         hist = LevelHistory(si, li, kind.value, stage.metric, float(stage.shrink[li]))
         ctx.history.append(hist)
