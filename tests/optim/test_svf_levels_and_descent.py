@@ -84,3 +84,31 @@ def test_normalised_descent_halves_its_step_when_the_loss_goes_up_and_converges(
     hist = _run(Optimizer.GRADIENT, lambda: (z - target).square().sum(), z, 200, 1.0)
     assert torch.allclose(z.detach(), target, atol=1e-3)
     assert hist.losses[-1] < 1e-5 and math.isfinite(hist.losses[0])
+
+
+@pytest.mark.parametrize("metric", ["mse", "ncc"])
+def test_a_point_wise_measure_on_the_mask_points_equals_the_masked_whole_grid_in_value_and_gradient(metric):
+    from omnireg.optim.problem import LevelProblem
+    from omnireg.optim.pyramid import Level
+    from omnireg.similarity import get_similarity
+
+    g = torch.Generator().manual_seed(0)
+    grid = _grid((12, 10, 9), (2.0, 2.0, 2.0))
+    fixed = Level(torch.rand(1, 2, *grid.shape, generator=g, dtype=torch.float64), grid)
+    moving = Level(torch.rand(1, 2, *grid.shape, generator=g, dtype=torch.float64), grid)
+    mask = torch.zeros(1, 1, *grid.shape, dtype=torch.float64)
+    mask[..., 2:9, 3:8, 1:7] = 1.0
+    mask[..., 4, 4, 4] = 0.5  # a weight, not only a set
+    sim = get_similarity(metric)
+    whole = LevelProblem(fixed, moving, mask, None, sim, [])
+    part = LevelProblem(fixed, moving, mask, None, sim, [], mask_points=True)
+    assert whole.on_grid and not part.on_grid
+    assert part.points.shape[1] == int((mask > 0).sum())
+    u = (0.7 * torch.randn(1, *grid.shape, 3, generator=g, dtype=torch.float64)).requires_grad_(True)
+    lw = whole.loss_from_points(whole.points + u)
+    idx = (mask.reshape(-1) > 0).nonzero().reshape(-1)
+    lp = part.loss_from_points(part.points + u.reshape(1, -1, 3)[:, idx].reshape(part.points.shape))
+    assert torch.allclose(lw, lp, rtol=1e-10, atol=1e-12)
+    (gw,) = torch.autograd.grad(lw.sum(), u)
+    (gp,) = torch.autograd.grad(lp.sum(), u)
+    assert torch.allclose(gw, gp, rtol=1e-8, atol=1e-12)

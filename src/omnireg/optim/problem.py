@@ -41,6 +41,7 @@ class LevelProblem:
         points_subset: int = 0,
         generator: torch.Generator | None = None,
         locations: tuple[torch.Tensor, torch.Tensor] | None = None,
+        mask_points: bool = False,
     ) -> None:
         self.fixed = fixed
         self.moving = moving
@@ -53,6 +54,21 @@ class LevelProblem:
         self.fixed_mask = fixed_mask
         self.spacing = fixed.grid.spacing
         n_vox = fixed.grid.numel
+        #: whether :attr:`points` is the whole fixed level grid ``(1, *S, D)`` (else a list of points)
+        self.on_grid = True
+        if mask_points and fixed_mask is not None and points_subset == 0 and locations is None:
+            # a point-wise measure in a deformable stage: only the fixed mask's voxels are compared (the
+            # others have weight 0), with their weights
+            d = fixed.grid.ndim
+            idx = (fixed_mask.reshape(-1) > 0).nonzero().reshape(-1)
+            if 0 < idx.numel() < n_vox:
+                tail = (1,) * (d - 1)
+                c = fixed.data.shape[1]
+                self.points = self.points.reshape(1, -1, d)[:, idx].reshape(1, -1, *tail, d)
+                self.fixed_data = fixed.data.reshape(1, c, -1)[:, :, idx].reshape(1, c, -1, *tail)
+                self.fixed_mask = fixed_mask.reshape(1, 1, -1)[:, :, idx].reshape(1, 1, -1, *tail)
+                self.spacing = None
+                self.on_grid = False
         if 0 < points_subset < n_vox:
             d = fixed.grid.ndim
             if fixed_mask is not None:
@@ -68,12 +84,14 @@ class LevelProblem:
                 self.fixed_data = fixed.data.reshape(1, c, -1)[:, :, idx].reshape(1, c, -1, *tail)
                 self.fixed_mask = None  # the subset lies inside the mask
                 self.spacing = None
+                self.on_grid = False
         if locations is not None:
             # patch metrics: their own fixed-space world points and fixed values (the mask was used to
             # place them), laid out as an image (1, C, *L)
             self.points, self.fixed_data = locations[0].to(dtype=dtype, device=device), locations[1].to(dtype=dtype, device=device)
             self.fixed_mask = None
             self.spacing = None
+            self.on_grid = False
         self.fixed_total = float(self.fixed_mask.sum()) if self.fixed_mask is not None else float(self.fixed_data[0, 0].numel())
         self.vox_from_world = matrix_tensor(moving.grid.voxel_from_world(), dtype, device)
         # one sampling call per evaluation: moving channels, its support (ones) and its mask
@@ -135,6 +153,13 @@ class LevelProblem:
             # overlap keep their constant
             loss = torch.where(valid, loss * mask.reshape(k, -1).sum(1) / self.fixed_total, loss)
         return loss
+
+
+def _mask_points(stage: StageConfig, metric: nn.Module) -> bool:
+    """Whether a level compares only the fixed mask's voxels: point-wise measures (MIND-SSC's descriptors,
+    MSE, NCC, MI) in deformable stages, where the whole grid would be warped at every iteration for nothing
+    (a brain fills about half of its image)."""
+    return not stage.kind.is_linear and metric.traits.sampling_for(False) is Sampling.POINTS
 
 
 def _subset(stage: StageConfig, grid: Grid, metric: nn.Module) -> int:
@@ -235,7 +260,7 @@ class ProblemBuilder:
         fl, ml, fm, mm = self.levels(stage, li)
         metric = self.metric(stage)
         regs = regularizers_of(stage)
-        sampling = metric.traits.sampling
+        sampling = metric.traits.sampling_for(stage.kind.is_linear)
         if sampling is Sampling.PATCHES:
             if not stage.kind.is_linear:
                 raise ValueError(f"metric: {stage.metric} works in rigid and affine stages only, not {stage.transform}")
@@ -245,7 +270,7 @@ class ProblemBuilder:
         if sampling is Sampling.FEATURES:
             return self._feature_problem(stage, li, metric, regs, current)
         return LevelProblem(fl, ml, fm, mm, metric, regs, points_subset=_subset(stage, fl.grid, metric),
-                            generator=self.generator)
+                            generator=self.generator, mask_points=_mask_points(stage, metric))
 
     def _feature_problem(self, stage: StageConfig, li: int, metric: nn.Module, regs: list, current) -> "LevelProblem":
         """Feature maps computed once per level (cached) and warped at every iteration; masks follow onto
@@ -272,7 +297,8 @@ class ProblemBuilder:
         compare = metric.feature_similarity()
         subset = _subset(stage, fl.grid, compare)
         if frame is None:
-            return LevelProblem(fl, ml, fm, mm, compare, regs, points_subset=subset, generator=self.generator)
+            return LevelProblem(fl, ml, fm, mm, compare, regs, points_subset=subset, generator=self.generator,
+                                mask_points=_mask_points(stage, compare))
         prob = LevelProblem(fl, ml, fm, None, compare, regs, generator=self.generator, points_subset=subset)
         prob.reoriented = frame
         prob.reorient(np.eye(d + 1) if current is None else current)

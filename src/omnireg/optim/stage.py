@@ -144,8 +144,12 @@ class _Stage:
             flat = pts.reshape(pts.shape[0], -1, d)
             vox = flat @ full[:, :d, :d].transpose(1, 2) + full[:, None, :d, d]
             return prob.loss_from_voxels(vox.reshape(mat.shape[0], *prob.points.shape[1:]))
-        disp = self.scaled.call("displacement", prob.fixed.grid)  # (1, D, *S) world mm, whole-grid path
-        moved = self.deform_points(prob.points + disp.movedim(1, -1))
+        if prob.on_grid:
+            disp = self.scaled.call("displacement", prob.fixed.grid)  # (1, D, *S) world mm, whole-grid path
+            moved = self.deform_points(prob.points + disp.movedim(1, -1))
+        else:  # the fixed mask's points only (point-wise measures)
+            flat = prob.points.reshape(1, -1, d)
+            moved = self.deform_points(self.scaled.call("forward", flat).reshape(prob.points.shape))
         moved = moved @ self.lin_t[:d, :d].T + self.lin_t[:d, d]
         return prob.loss_from_points(moved)
 
