@@ -54,12 +54,20 @@ class EngineTraits:
             measure that is 0 where the moving image has no data: no reward for shrinking the overlap).
         reorient: learned features recomputed in the fixed frame through the current estimate every
             ``reorient`` iterations of a linear stage (0: never; :mod:`omnireg.optim.reorient`).
+        deformable_sampling: how deformable stages evaluate it (``None``: as ``sampling``); ``dense`` for
+            features that a deformation does not carry along (a network's features of a warped image are not
+            its warped features: the engine recomputes them from the warped image at every iteration).
     """
 
     sampling: Sampling = Sampling.DENSE
     linear_only: bool = False
     mean_over_fixed: bool = False
     reorient: int = 0
+    deformable_sampling: Sampling | None = None
+
+    def sampling_for(self, linear: bool) -> Sampling:
+        """The sampling of a linear (True) or deformable (False) stage."""
+        return self.sampling if linear or self.deformable_sampling is None else self.deformable_sampling
 
 
 class SimilarityMeasure(nn.Module):
