@@ -11,7 +11,8 @@ import torch
 from omnireg.core import Grid
 from omnireg.optim.config import Optimizer, StageConfig
 from omnireg.optim.optimizers import gradient_descent
-from omnireg.optim.params import resample_velocity, velocity_grid
+from omnireg.optim.params import velocity_grid
+from omnireg.optim.pyramid import regrid
 from omnireg.optim.result import LevelHistory
 
 
@@ -48,7 +49,7 @@ def test_a_linear_velocity_is_resampled_exactly_onto_a_finer_grid():
         x = g.points("world", dtype=torch.float64)
         return (x @ a.T + b).movedim(-1, 0).unsqueeze(0)
 
-    got = resample_velocity(field(coarse), coarse, fine)
+    got = regrid(field(coarse), coarse, fine, "linear", "border")
     want = field(fine)
     # exact inside the coarse grid's voxel centres (border values beyond them)
     inside = (slice(None), slice(None), slice(1, -1), slice(1, -1), slice(1, -1))

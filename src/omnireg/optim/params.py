@@ -14,7 +14,7 @@ from torch import nn
 from ..core import Grid
 from .config import StageConfig, TransformKind
 
-__all__ = ["matrix_tensor", "make_stage_transform", "velocity_grid", "resample_velocity", "parameter_scales", "Scaled"]
+__all__ = ["matrix_tensor", "make_stage_transform", "velocity_grid", "parameter_scales", "Scaled"]
 
 
 def matrix_tensor(m: np.ndarray, dtype, device) -> torch.Tensor:
@@ -37,18 +37,6 @@ def velocity_grid(stage: StageConfig, grid: Grid, level_shrink: float = 1.0, fin
     """
     final = stage.svf_spacing_mm or max(2.0 * min(grid.spacing) * float(finest_shrink), 2.0)
     return grid.with_spacing([max(final, s * float(level_shrink)) for s in grid.spacing])
-
-
-def resample_velocity(velocity: torch.Tensor, src: Grid, dst: Grid) -> torch.Tensor:
-    """A world-mm vector field ``(1, D, *S)`` on ``src`` linearly interpolated at the voxel centres of ``dst``
-    (border values beyond ``src``)."""
-    from ..core.sampling import sample
-
-    if src.same_as(dst):
-        return velocity.detach().clone()
-    pts = src.transform_points(dst.points("world", dtype=torch.float64, device=velocity.device), "world", "voxel")
-    out = sample(velocity.detach(), pts.unsqueeze(0).to(velocity.dtype), interp="linear", padding="border")
-    return out.contiguous()
 
 
 def make_stage_transform(stage: StageConfig, grid: Grid, center: np.ndarray, dtype, device,

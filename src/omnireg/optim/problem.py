@@ -18,7 +18,7 @@ from ..core import Grid, sample
 from ..similarity.enums import Sampling
 from .config import RegistrationConfig, StageConfig, TransformKind
 from .params import matrix_tensor
-from .pyramid import Level, pyramid_level
+from .pyramid import Level, pyramid_level, regrid
 
 __all__ = ["LevelProblem", "ProblemBuilder", "regularizers_of"]
 
@@ -54,44 +54,26 @@ class LevelProblem:
         self.fixed_mask = fixed_mask
         self.spacing = fixed.grid.spacing
         n_vox = fixed.grid.numel
-        #: whether :attr:`points` is the whole fixed level grid ``(1, *S, D)`` (else a list of points)
-        self.on_grid = True
         if mask_points and fixed_mask is not None and points_subset == 0 and locations is None:
             # a point-wise measure in a deformable stage: only the fixed mask's voxels are compared (the
             # others have weight 0), with their weights
-            d = fixed.grid.ndim
             idx = (fixed_mask.reshape(-1) > 0).nonzero().reshape(-1)
             if 0 < idx.numel() < n_vox:
-                tail = (1,) * (d - 1)
-                c = fixed.data.shape[1]
-                self.points = self.points.reshape(1, -1, d)[:, idx].reshape(1, -1, *tail, d)
-                self.fixed_data = fixed.data.reshape(1, c, -1)[:, :, idx].reshape(1, c, -1, *tail)
-                self.fixed_mask = fixed_mask.reshape(1, 1, -1)[:, :, idx].reshape(1, 1, -1, *tail)
-                self.spacing = None
-                self.on_grid = False
+                self._keep_points(idx, keep_mask=True)
         if 0 < points_subset < n_vox:
-            d = fixed.grid.ndim
             if fixed_mask is not None:
                 candidates = (fixed_mask.reshape(-1) > 0).nonzero().reshape(-1)
             else:
                 candidates = torch.arange(n_vox, device=device)
             if points_subset < candidates.numel():
                 perm = torch.randperm(candidates.numel(), generator=generator)[:points_subset].to(device)
-                idx = candidates[perm].sort().values
-                tail = (1,) * (d - 1)
-                self.points = self.points.reshape(1, -1, d)[:, idx].reshape(1, -1, *tail, d)
-                c = fixed.data.shape[1]
-                self.fixed_data = fixed.data.reshape(1, c, -1)[:, :, idx].reshape(1, c, -1, *tail)
-                self.fixed_mask = None  # the subset lies inside the mask
-                self.spacing = None
-                self.on_grid = False
+                self._keep_points(candidates[perm].sort().values, keep_mask=False)  # the subset lies inside the mask
         if locations is not None:
             # patch metrics: their own fixed-space world points and fixed values (the mask was used to
             # place them), laid out as an image (1, C, *L)
             self.points, self.fixed_data = locations[0].to(dtype=dtype, device=device), locations[1].to(dtype=dtype, device=device)
             self.fixed_mask = None
             self.spacing = None
-            self.on_grid = False
         self.fixed_total = float(self.fixed_mask.sum()) if self.fixed_mask is not None else float(self.fixed_data[0, 0].numel())
         self.vox_from_world = matrix_tensor(moving.grid.voxel_from_world(), dtype, device)
         # one sampling call per evaluation: moving channels, its support (ones) and its mask
@@ -103,6 +85,21 @@ class LevelProblem:
         self.stack = torch.cat([moving.data, *extra], dim=1)
         #: learned moving features recomputed in the fixed frame (:meth:`reorient`), or None
         self.reoriented = None
+
+    def _keep_points(self, idx: torch.Tensor, *, keep_mask: bool) -> None:
+        """Reduce the fixed level to the voxels ``idx`` (flat indices), laid out as a ``(1, C, P, 1, 1)`` image;
+        the fixed mask's weights follow them (``keep_mask``) or are dropped."""
+        d, c = self.fixed.grid.ndim, self.fixed_data.shape[1]
+        tail = (1,) * (d - 1)
+        self.points = self.points.reshape(1, -1, d)[:, idx].reshape(1, -1, *tail, d)
+        self.fixed_data = self.fixed_data.reshape(1, c, -1)[:, :, idx].reshape(1, c, -1, *tail)
+        self.fixed_mask = self.fixed_mask.reshape(1, 1, -1)[:, :, idx].reshape(1, 1, -1, *tail) if keep_mask else None
+        self.spacing = None
+
+    @property
+    def on_grid(self) -> bool:
+        """Whether :attr:`points` is the whole fixed level grid ``(1, *S, D)`` (else a list of points)."""
+        return tuple(self.points.shape[1:-1]) == tuple(self.fixed.grid.shape)
 
     def reorient(self, matrix: np.ndarray, tol_mm: float = 0.0) -> bool:
         """Recompute the moving features in the fixed frame through ``matrix`` (fixed world -> moving world;
@@ -168,14 +165,6 @@ def _subset(stage: StageConfig, grid: Grid, metric: nn.Module) -> int:
         return 0
     n = int(round(grid.numel * float(stage.sampling)))
     return min(n, int(stage.max_points)) if stage.max_points else n
-
-
-def _regrid(data: torch.Tensor, src: Grid, dst: Grid, interp: str) -> torch.Tensor:
-    """``data`` ``(1, C, *S)`` on ``src`` sampled at the voxel centres of ``dst`` (zeros outside)."""
-    if src.same_as(dst):
-        return data
-    pts = src.transform_points(dst.points("world", dtype=torch.float64, device=data.device), "world", "voxel")
-    return sample(data.float(), pts.unsqueeze(0).to(torch.float32), interp=interp, padding="zeros").to(data.dtype)
 
 
 class ProblemBuilder:
@@ -281,7 +270,7 @@ class ProblemBuilder:
         reorient = metric.traits.reorient > 0
         if key not in self._features:
             ff, fgrid = metric.features(fl.data, fl.grid, moving=False)
-            fm2 = None if fm is None else (_regrid(fm, fl.grid, fgrid, "nearest") > 0.5).to(self.fixed.dtype)
+            fm2 = None if fm is None else (regrid(fm, fl.grid, fgrid, "nearest") > 0.5).to(self.fixed.dtype)
             if reorient:
                 from .reorient import ReorientedMoving
 
@@ -291,7 +280,7 @@ class ProblemBuilder:
             else:
                 frame = None
                 mf, mgrid = metric.features(ml.data, ml.grid, moving=True)
-                mm2 = None if mm is None else _regrid(mm, ml.grid, mgrid, "linear")
+                mm2 = None if mm is None else regrid(mm, ml.grid, mgrid, "linear")
             self._features[key] = (Level(ff, fgrid), Level(mf, mgrid), fm2, mm2, frame)
         fl, ml, fm, mm, frame = self._features[key]
         compare = metric.feature_similarity()

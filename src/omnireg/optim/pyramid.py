@@ -23,7 +23,7 @@ import torch
 from ..core import Grid, sample
 from ..core.filters import gaussian_blur
 
-__all__ = ["Level", "pyramid_level", "default_smoothing_mm"]
+__all__ = ["Level", "pyramid_level", "default_smoothing_mm", "regrid"]
 
 
 @dataclass
@@ -32,6 +32,16 @@ class Level:
 
     data: torch.Tensor
     grid: Grid
+
+
+def regrid(data: torch.Tensor, src: Grid, dst: Grid, interp: str = "linear", padding: str = "zeros") -> torch.Tensor:
+    """``data`` ``(1, C, *S)`` on ``src`` sampled at the voxel centres of ``dst`` (``data`` itself when the grids are
+    the same); computed in ``data``'s floating dtype (float32 for other dtypes) and returned in ``data``'s dtype."""
+    if src.same_as(dst):
+        return data
+    work = data if data.is_floating_point() else data.float()
+    pts = src.transform_points(dst.points("world", dtype=torch.float64, device=data.device), "world", "voxel")
+    return sample(work, pts.unsqueeze(0).to(work.dtype), interp=interp, padding=padding).to(data.dtype)
 
 
 def default_smoothing_mm(shrink: float, spacing: Sequence[float]) -> float:

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ..core import Grid, sample
+from .pyramid import regrid
 
 __all__ = ["ReorientedMoving"]
 
@@ -50,7 +51,7 @@ class ReorientedMoving:
         ones = torch.ones_like(data)
         extra = [ones]
         if moving_mask is not None:
-            extra.append(_regrid_linear(moving_mask.to(data.dtype), moving_grid, grid))
+            extra.append(regrid(moving_mask.to(data.dtype), moving_grid, grid))
         self.extra = torch.cat(extra, dim=1)
         self.stride = int(metric.moving_stride)
         # the fixed features' source grid (node k at source voxel 4 k), padded by whole nodes plus half a
@@ -100,10 +101,3 @@ class ReorientedMoving:
         extra = extra[(slice(None), slice(None)) + tuple(slice(0, n) for n in feats.shape[2:])]
         vox_from_world = fgrid.voxel_from_world() @ np.linalg.inv(a)
         return feats, extra, fgrid, vox_from_world
-
-
-def _regrid_linear(data: torch.Tensor, src: Grid, dst: Grid) -> torch.Tensor:
-    if src.same_as(dst):
-        return data
-    pts = src.transform_points(dst.points("world", dtype=torch.float64, device=data.device), "world", "voxel")
-    return sample(data.float(), pts.unsqueeze(0).to(torch.float32), interp="linear", padding="zeros").to(data.dtype)

@@ -30,8 +30,9 @@ from torch import nn
 from ..core import Grid
 from .config import Optimizer, StageConfig, TransformKind
 from .optimizers import bobyqa, global_rotation_search, gradient_descent
-from .params import Scaled, make_stage_transform, matrix_tensor, parameter_scales, resample_velocity, velocity_grid
+from .params import Scaled, make_stage_transform, matrix_tensor, parameter_scales, velocity_grid
 from .problem import LevelProblem, ProblemBuilder
+from .pyramid import regrid
 from .result import LevelHistory
 
 __all__ = ["StageCheck", "StageContext", "run_stage"]
@@ -123,7 +124,7 @@ class _Stage:
         old = self.scaled.commit()
         if old.grid.same_as(vgrid):
             return
-        v = resample_velocity(old.velocity, old.grid, vgrid)
+        v = regrid(old.velocity.detach(), old.grid, vgrid, "linear", "border")  # world-mm vectors, border beyond
         self._hold(T.StationaryVelocityField(v, vgrid, steps=old.steps).to(self.ctx.device))
         self.z0 = np.zeros_like(self.z0)  # the stage's start (identity) on the new grid, for the guard
 
