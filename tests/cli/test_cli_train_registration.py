@@ -29,6 +29,16 @@ def test_train_registration_cli_writes_model_log_and_provenance(tiny_label_maps,
     assert main(argv) == 2
     assert "exists" in capsys.readouterr().err
     assert main(argv + ["--resume"]) == 0
+    capsys.readouterr()
+    # fine-tuning from that model: another architecture is refused before any work, in one line naming the flag
+    tuned = ["-q", "train", "registration", "--model", "voxelmorph", "--label-maps", str(tiny_label_maps), "--steps", "1",
+             "--init-from", str(out), "--out", str(tmp_path / "ft.pt")]
+    assert main(tuned + ["--model-options", '{"enc_channels": [4, 4], "dec_channels": [8, 8, 4]}']) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "error: --init-from:" in err and "enc_channels" in err
+    assert not (tmp_path / "ft.pt").exists()
+    assert main(tuned + ["--model-options", TINY]) == 0
+    assert load_model(tmp_path / "ft.pt")[1]["data"]["init_from"]["steps_done"] == 3
 
 
 def test_train_registration_cli_user_errors(tiny_label_maps, tmp_path, capsys):

@@ -19,6 +19,7 @@ from omnireg.training.registration import (
     available_registration_models,
     build_registration_model,
     dice_per_structure,
+    load_initial_weights,
     register_registration_model,
     train_registration,
 )
@@ -68,6 +69,25 @@ def test_resume_after_a_time_budget_stop_is_exact(tiny_label_maps, tmp_path):
     assert steps == [1, 2, 3, 4]
     with pytest.raises(ValueError, match="different"):
         train_registration(_config(loss="mse"), b, label_maps=tiny_label_maps, resume=True)
+
+
+def test_init_from_starts_with_the_given_weights_and_records_them(tiny_label_maps, tmp_path):
+    a, b = tmp_path / "a.pt", tmp_path / "b.pt"
+    train_registration(_config(steps=2, ndim=2), a, label_maps=tiny_label_maps)
+    zero = _config(steps=1, ndim=2)
+    zero.fit.lr = 0.0  # a step that cannot move the weights: the model must equal the one it started from
+    meta = train_registration(zero, b, label_maps=tiny_label_maps, init_from=a)
+    sa, sb = read_model_file(a)["state_dict"], read_model_file(b)["state_dict"]
+    for k in sa:
+        torch.testing.assert_close(sa[k], sb[k], rtol=0, atol=0)
+    init = meta["data"]["init_from"]
+    assert init["path"] == str(a) and len(init["sha256"]) == 64 and init["steps_done"] == 2
+    other = build_registration_model("voxelmorph-diff", 2, enc_channels=[4, 4], dec_channels=[8, 8, 4])
+    with pytest.raises(ValueError, match=r"^--init-from: .*another architecture \(enc_channels differ\)"):
+        load_initial_weights(other, "voxelmorph-diff", a, name="--init-from")
+    with pytest.raises(ValueError, match="holds a 'voxelmorph-diff' model, expected 'voxelmorph'"):
+        train_registration(_config(steps=1, ndim=2, model="voxelmorph"), tmp_path / "c.pt", label_maps=tiny_label_maps,
+                           init_from=a)
 
 
 def test_two_dimensional_training_on_slices(tiny_label_maps, tmp_path):

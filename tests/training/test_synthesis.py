@@ -127,6 +127,28 @@ def test_t1_mode_keeps_the_t1_order_and_random_mode_does_not(maps):
     assert min(corr) < 0.5  # some pairs have unrelated (even inverted) contrasts
 
 
+def test_t1_fraction_draws_that_share_of_pairs_t1_like(maps):
+    """random mode with t1_fraction: about that share of pairs has the T1 order in both images; 0 keeps the
+    random stream of the plain random mode (identical images), 1 gives T1-like pairs only."""
+    def t1_order(p) -> bool:
+        return all(
+            _label_mean(img[0, 0], lab[0, 0].long(), maps.values, 2) > _label_mean(img[0, 0], lab[0, 0].long(), maps.values, 3)
+            > _label_mean(img[0, 0], lab[0, 0].long(), maps.values, 24)
+            for img, lab in ((p.moving, p.moving_labels), (p.fixed, p.fixed_labels)))
+
+    plain = synthesize_pair(maps.labels, maps.labels, maps.values, SynthesisConfig(mode="random"), _gens(3))
+    zero = synthesize_pair(maps.labels, maps.labels, maps.values, SynthesisConfig(mode="random", t1_fraction=0.0), _gens(3))
+    assert torch.equal(plain.moving, zero.moving) and torch.equal(plain.fixed, zero.fixed)
+    always = SynthesisConfig(mode="random", t1_fraction=1.0)
+    assert all(t1_order(synthesize_pair(maps.labels, maps.labels, maps.values, always, _gens(s))) for s in range(6))
+    half = SynthesisConfig(mode="random", t1_fraction=0.5)
+    share = np.mean([t1_order(synthesize_pair(maps.labels, maps.labels, maps.values, half, _gens(s))) for s in range(60)])
+    # T1-like pairs (half) plus random pairs that happen to keep the order in both images (about 1/36 of them)
+    assert 0.3 < share < 0.75
+    with pytest.raises(ValueError, match="t1_fraction"):
+        SynthesisConfig(t1_fraction=1.5)
+
+
 def test_t1_table_covers_the_named_structures():
     means, unknown = t1_means(list(NAMED_STRUCTURES))
     assert not bool(unknown.any())

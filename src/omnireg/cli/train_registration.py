@@ -40,6 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pairs", choices=("inter", "intra"), default="inter", help="two subjects, or one subject twice")
     parser.add_argument("--deep-supervision", type=float, default=0.0, help="weight of the coarser scales (pyramid models)")
     parser.add_argument("--symmetric", action="store_true", help="also train the inverse direction (diffeomorphic models)")
+    parser.add_argument("--init-from", default=None, metavar="MODEL.pt",
+                        help="start from the weights of this model file (same model and options; fine-tuning, "
+                             "e.g. a --mode t1 run continued with --mode random)")
     parser.add_argument("--model-options", default="", help="JSON object of model config fields, e.g. '{\"enc_channels\": [8, 16]}'")
     parser.add_argument("--similarity-options", default="", help="JSON object per similarity, e.g. '{\"lncc\": {\"window\": 7}}'")
     parser.add_argument("--synthesis-options", default="", help="JSON object of SynthesisConfig fields, e.g. '{\"deform_std_max_vox\": 3}'")
@@ -75,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
     if args.label_maps is None and args.images is None:
         raise ValueError("--label-maps: give prepared label maps, --images, or both")
     label_maps = input_path(args.label_maps, "--label-maps") if args.label_maps else None
+    init_from = input_path(args.init_from, "--init-from") if args.init_from else None
     out = output_path(args.out, "--out", force=args.force or args.resume)
     if args.threads:
         torch.set_num_threads(int(args.threads))
@@ -87,6 +91,11 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, val_every=args.val_every,
         fit=fit_config_arg(args),
     )
+    if init_from is not None:  # checked before any work: same model, same architecture options
+        from ..training.registration import build_registration_model, load_initial_weights
+
+        probe = build_registration_model(config.model, config.ndim, **config.model_options)
+        load_initial_weights(probe, getattr(probe, "kind", config.model), init_from, name="--init-from")
     images, spacing = _load_images(args.images) if args.images else (None, None)
 
     def train(device, dist, progress) -> dict:
@@ -94,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
             torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick the fastest convolutions
         return train_registration(config, out, label_maps=label_maps, images=images, image_spacing=spacing, device=device,
                                   resume=args.resume, max_minutes=args.max_minutes, progress=progress, dist=dist,
-                                  meta={"command": command_line(args)})
+                                  meta={"command": command_line(args)}, init_from=init_from)
 
     dist, meta = train_with_progress(args, f"train {args.model} {args.ndim}D", train)
     if dist.is_main:

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from ..core.enums import as_enum
-from ..networks.store import save_model, to_plain
+from ..networks.store import read_model_file, save_model, to_plain
 from .distributed import DistContext
 from .labelmaps import LabelMapSet, read_prepared_index
 from .loop import FitConfig, FitResult, TrainEvent, fit, run_files, run_provenance
@@ -46,6 +46,7 @@ __all__ = [
     "available_registration_models",
     "build_registration_model",
     "dice_per_structure",
+    "load_initial_weights",
     "register_registration_model",
     "train_registration",
     "validate_registration",
@@ -195,6 +196,25 @@ def _build(config: RegistrationTrainConfig, device: torch.device) -> nn.Module:
     return model.to(device)
 
 
+def load_initial_weights(model: nn.Module, kind: str, path: str | Path, *, name: str = "init_from") -> dict:
+    """Copy the weights of the model file ``path`` into ``model`` (same kind and architecture config);
+    returns the provenance recorded in the new model file. Errors name ``name`` (the option or flag)."""
+    import hashlib
+
+    obj = read_model_file(path)
+    if obj.get("kind") != kind:
+        raise ValueError(f"{name}: {path} holds a {obj.get('kind')!r} model, expected {kind!r}")
+    mine = to_plain(model.config)
+    if obj.get("config") != mine:
+        diff = sorted(k for k in set(mine) | set(obj.get("config", {})) if mine.get(k) != obj["config"].get(k))
+        raise ValueError(f"{name}: {path} has another architecture ({', '.join(diff)} differ)")
+    model.load_state_dict(obj["state_dict"])
+    meta = obj.get("meta", {})
+    return {"path": str(path), "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest(),
+            "steps_done": meta.get("steps_done"), "training": meta.get("training"),
+            "validation": meta.get("validation")}
+
+
 def _training_data(config: RegistrationTrainConfig, label_maps, images, image_spacing, device: torch.device):
     """``(pair source, validation pairs, structure classes, data provenance)`` of a run."""
     data_meta: dict = {}
@@ -239,6 +259,7 @@ def train_registration(
     progress: Callable[[TrainEvent], None] | None = None,
     dist: DistContext | None = None,
     meta: dict | None = None,
+    init_from: str | Path | None = None,
 ) -> dict:
     """Train a registration network; returns the model file's ``meta`` (module docstring for the outputs).
 
@@ -256,6 +277,9 @@ def train_registration(
         progress: called with each :class:`TrainEvent` (rank 0).
         dist: the data-parallel context.
         meta: extra provenance (e.g. ``{"command": ...}``) stored in the model file.
+        init_from: a model file of the same architecture whose weights start the run (fine-tuning, e.g. a
+            T1-like run continued with random contrasts); the optimiser starts fresh. Its file's SHA-256 and
+            training settings are recorded. Ignored with ``resume`` (the checkpoint holds the weights).
 
     Raises:
         ValueError, FileNotFoundError: bad settings or data (e.g. ``dice`` in the loss with real images).
@@ -272,6 +296,8 @@ def train_registration(
         raise ValueError("loss: the dice term needs label maps; real --images have none")
     model = _build(config, device)
     kind = getattr(model, "kind", config.model)
+    if init_from is not None:
+        data_meta["init_from"] = load_initial_weights(model, kind, init_from)
     out, ckpt, log_path = run_files(out, dist=dist, resume=resume)  # a fresh run starts a fresh log
     settings = to_plain(config)
     extra = {"training": {k: v for k, v in settings.items() if k != "fit"},

@@ -13,7 +13,9 @@ From a label map of class indices the synthesiser makes an image and the label m
 2. **Contrast**: one mean per class, drawn uniformly in ``[0, 1]`` (``random`` mode: every image a new
    contrast) or from the T1-like table :data:`~omnireg.training.labelmaps.T1_MEANS` with jitter (``t1``
    mode; classes without an entry, e.g. extra-cerebral tissue, are drawn uniformly), and a within-class
-   Gaussian noise level drawn uniformly in ``[0, noise_max]``.
+   Gaussian noise level drawn uniformly in ``[0, noise_max]``. In ``random`` mode a pair is drawn T1-like
+   (both images) with probability ``t1_fraction``: a curriculum, since a small network trained on random
+   contrasts alone from the start learns to predict a zero field (README, "Learning-based registration").
 3. **Degradation**: Gaussian blur (sigma uniform in ``[0, blur_max_vox]`` voxels), a smooth
    multiplicative bias field ``exp(b)`` (``b`` normal on a ``bias_points^D`` grid with standard deviation
    uniform in ``[0, bias_max]``, upsampled linearly), min-max normalisation to ``[0, 1]``, gamma
@@ -32,6 +34,7 @@ Convention:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from enum import Enum
@@ -88,6 +91,7 @@ class SynthesisConfig:
         gamma_std: standard deviation of the log gamma exponent.
         t1_jitter: standard deviation of the per-class jitter of the T1 table (``t1`` mode).
         background_zero: probability that the background is black (mean 0, no noise) in ``random`` mode.
+        t1_fraction: in ``random`` mode, the probability that a pair (both images) is drawn T1-like instead.
         strip_prob: probability that classes without a T1 table entry (extra-cerebral tissue) become
             background ("skull stripping"), applied to the label map before anything else.
         deform_std_max_vox: largest standard deviation of the velocity noise (0 = no deformation).
@@ -105,6 +109,7 @@ class SynthesisConfig:
     gamma_std: float = 0.25
     t1_jitter: float = 0.04
     background_zero: float = 0.3
+    t1_fraction: float = 0.0
     strip_prob: float = 0.0
     deform_std_max_vox: float = 2.0
     deform_spacing_vox: float = 8.0
@@ -119,7 +124,7 @@ class SynthesisConfig:
                      "rotation_max_deg", "scale_max", "translation_max_vox"):
             if not float(getattr(self, name)) >= 0:
                 raise ValueError(f"{name}: expected >= 0, got {getattr(self, name)!r}")
-        for name in ("background_zero", "strip_prob"):
+        for name in ("background_zero", "strip_prob", "t1_fraction"):
             if not 0 <= float(getattr(self, name)) <= 1:
                 raise ValueError(f"{name}: expected a probability in [0, 1], got {getattr(self, name)!r}")
         if int(self.bias_points) < 2:
@@ -376,9 +381,14 @@ def synthesize_pair(moving_source: torch.Tensor, fixed_source: torch.Tensor, val
     if moving_source.shape != fixed_source.shape:
         raise ValueError(f"fixed_source: expected the shape of moving_source {tuple(moving_source.shape)}, got {tuple(fixed_source.shape)}")
     moving, fixed, mlab, flab = [], [], [], []
+    t1 = dataclasses.replace(config, mode=ContrastMode.T1.value)
     for i, g in enumerate(generators):
-        m = synthesize(moving_source[i : i + 1], values, config, [g])
-        f = synthesize(fixed_source[i : i + 1], values, config, [g])
+        cfg = config
+        # drawn only when asked for, so that runs without it keep their random streams
+        if config.t1_fraction > 0 and as_enum(config.mode, ContrastMode, "mode") is ContrastMode.RANDOM:
+            cfg = t1 if _uniform(g) < config.t1_fraction else config
+        m = synthesize(moving_source[i : i + 1], values, cfg, [g])
+        f = synthesize(fixed_source[i : i + 1], values, cfg, [g])
         moving.append(m.image)
         fixed.append(f.image)
         mlab.append(m.labels)
