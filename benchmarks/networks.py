@@ -1,0 +1,256 @@
+"""Registration networks against affine only, the engine's deformable preset and ANTs SyN (issues 17 and 18).
+
+Data: the test subjects 16-20 of a folder written by ``scripts/prepare_synthseg.py`` (their label maps at 2 mm in
+their own, unaligned LIA field of view, ``native/``; never read by training). Each subject gets one synthesised
+image per contrast (``omnireg.training.synthesis``, seeded by subject and contrast, no deformation): ``t1``
+(T1-like, the same kind of contrast in both images) and ``random`` (every image its own random contrast, so
+moving and fixed differ). The 20 ordered pairs of the five subjects are registered from scratch.
+
+Rows (``--methods``; a network row is skipped, with the reason, when its model is missing):
+
+* ``identity`` (no registration), ``affine`` (the ``affine`` preset), ``deformable`` (the engine's deformable
+  preset for ``t1`` and ``multimodal-deformable`` for ``random``), every one through
+  :func:`omnireg.pipeline.run_registration`, what ``omnireg register`` runs;
+* ``syn``: ANTsPy ``SyN`` (its own affine first; ``CC`` radius 4 for ``t1``, Mattes MI for ``random``;
+  ``reg_iterations`` 100-70-40; antspyx is an optional benchmark extra, never a dependency);
+* ``voxelmorph``, ``voxelmorph-diff``, ``pyramid``, and ``<model>+refine`` (``--refine N`` engine iterations from
+  the network's field): ``omnireg register --model`` (the engine's affine stages first). ``--model NAME=PATH``
+  names the model file of a row (default: the shipped weights of that name).
+
+Columns: Dice over the 32 named structures (mean over pairs, and the worst structure's mean over pairs), HD95
+(mm, mean over structures and pairs), % non-positive Jacobian determinants of the whole transform on the fixed
+grid, time per pair (the method's wall time, loading and writing included) and peak memory of the process
+during the pair (VmHWM reset before each).
+
+Usage::
+
+    python benchmarks/networks.py --data /work/data_cache/synthseg_2mm [--quick] [--contrasts t1,random]
+        [--methods affine,deformable,syn,voxelmorph-diff] [--model voxelmorph-diff=vmdiff_3d.pt] [--threads 2]
+
+``--quick``: the first 4 pairs, ``t1`` only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _common import default_json, fmt, machine_info, peak_rss_mb, release_free_memory, reset_peak_rss, set_threads, table, write_json
+
+DEFAULT_DATA = Path(os.environ.get("OMNIREG_PREPARED", "/work/data_cache/synthseg_2mm"))
+ENGINE = ("identity", "affine", "deformable")
+NETWORKS = ("voxelmorph", "voxelmorph-diff", "pyramid")
+CONTRASTS = ("t1", "random")
+
+
+def _images(data: Path, subjects: list[str], contrasts: list[str], tmp: Path) -> dict:
+    """``{(subject, contrast): (image path, label path)}``: one synthesised image per subject and contrast."""
+    import numpy as np
+    import torch
+
+    from omnireg.core import Image
+    from omnireg.io import load_image, save_image
+    from omnireg.training.labelmaps import read_prepared_index
+    from omnireg.training.synthesis import SynthesisConfig, synthesize
+
+    index = read_prepared_index(data)
+    values = torch.as_tensor(index["label_values"], dtype=torch.int64)
+    lut = {int(v): k for k, v in enumerate(values.tolist())}
+    out = {}
+    for s in subjects:
+        lab_path = data / "native" / f"seg_{s}.nii.gz"
+        lab = load_image(lab_path)
+        raw = lab.data[0].numpy().astype(np.int64) if lab.data.ndim == 4 else lab.data.numpy().astype(np.int64)
+        classes = np.vectorize(lambda v: lut.get(int(v), 0))(raw)
+        for ci, c in enumerate(contrasts):
+            g = torch.Generator().manual_seed(1000 * int(s) + ci)
+            syn = synthesize(torch.as_tensor(classes)[None, None], values, SynthesisConfig(mode=c), [g], deform=False)
+            path = tmp / f"img_{s}_{c}.nii.gz"
+            save_image(Image(syn.image[0].float() * 1000.0, lab.grid), path, force=True)
+            out[(s, c)] = (path, lab_path)
+    return out
+
+
+def _label_scores(fixed_lab: Path, warped: "np.ndarray") -> tuple[list[float], list[float]]:
+    """Dice and HD95 per named structure (NaN where the structure is absent from the fixed map)."""
+    import numpy as np
+
+    from omnireg.evaluation import hd95
+    from omnireg.io import load_image
+    from omnireg.training.labelmaps import NAMED_STRUCTURES
+
+    f = load_image(fixed_lab)
+    fa = f.data.numpy().reshape(f.grid.shape).astype(np.int64)
+    dice, hd = [], []
+    for v in NAMED_STRUCTURES:
+        a, b = fa == v, warped == v
+        if not a.any():
+            dice.append(float("nan"))
+            hd.append(float("nan"))
+            continue
+        dice.append(float(2 * (a & b).sum() / (a.sum() + b.sum())))
+        hd.append(hd95(a, b, f.grid.spacing) if b.any() else float("nan"))
+    return dice, hd
+
+
+def _omnireg_pair(method: str, fixed, moving, flab, mlab, out: Path, contrast: str, models: dict, refine: int):
+    """Run one omnireg row; returns (warped moving labels on the fixed grid, % non-positive det., seconds)."""
+    import numpy as np
+    import torch
+
+    from omnireg.evaluation import jacobian_determinant
+    from omnireg.io import load_image
+    from omnireg.optim import preset
+    from omnireg.pipeline import method_for, run_registration
+    from omnireg.transforms import resample
+    from omnireg.transforms.files import load_transform
+
+    fimg = load_image(flab)
+    mimg = load_image(mlab)
+    if method == "identity":
+        warped = resample(mimg, None, onto=fimg.grid, interp="nearest")
+        return warped.data.numpy().reshape(fimg.grid.shape), 0.0, 0.0
+    base = method.split("+")[0]
+    if base in NETWORKS:
+        cfg = preset("affine")
+        m = method_for(cfg, model=str(models[base]), affine=True, refine=refine if method.endswith("+refine") else 0)
+        kw = {"method": m}
+    else:
+        name = method if method == "affine" else ("deformable" if contrast == "t1" else "multimodal-deformable")
+        kw = {"config": preset(name)}
+    t0 = time.perf_counter()
+    run_registration(fixed, moving, out, report=False, force=True, **kw)
+    seconds = time.perf_counter() - t0
+    t = load_transform(out / "transform.h5")
+    warped = resample(mimg, t, onto=fimg.grid, interp="nearest").data.numpy().reshape(fimg.grid.shape)
+    pts = torch.as_tensor(fimg.grid.points("world").reshape(1, -1, 3), dtype=torch.float32)
+    with torch.no_grad():
+        u = (t(pts) - pts)[0].numpy().reshape(*fimg.grid.shape, 3)
+    jd = jacobian_determinant(np.moveaxis(u, -1, 0).astype(np.float64), fimg.grid)
+    return warped, 100.0 * float((jd <= 0).mean()), seconds
+
+
+def _syn_pair(fixed, moving, flab, mlab, contrast: str, settings: dict):
+    import ants
+    import numpy as np
+
+    f, m = ants.image_read(str(fixed)), ants.image_read(str(moving))
+    kw = dict(type_of_transform="SyN", syn_metric="CC" if contrast == "t1" else "mattes",
+              syn_sampling=4 if contrast == "t1" else 32, aff_metric="mattes", reg_iterations=(100, 70, 40))
+    settings.update({k: (list(v) if isinstance(v, tuple) else v) for k, v in kw.items()})
+    t0 = time.perf_counter()
+    tx = ants.registration(f, m, **kw)
+    seconds = time.perf_counter() - t0
+    fl, ml = ants.image_read(str(flab)), ants.image_read(str(mlab))
+    warped = ants.apply_transforms(fl, ml, transformlist=tx["fwdtransforms"], interpolator="genericLabel").numpy()
+    jac = ants.create_jacobian_determinant_image(f, tx["fwdtransforms"][0], do_log=False).numpy()
+    return np.rint(warped).astype(np.int64), 100.0 * float((jac <= 0).mean()), seconds
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="prepared label-map folder (prepared.json, native/)")
+    ap.add_argument("--quick", action="store_true", help="the first 4 pairs, t1 only")
+    ap.add_argument("--pairs", type=int, default=20, help="how many of the 20 ordered test pairs")
+    ap.add_argument("--contrasts", default="t1,random")
+    ap.add_argument("--methods", default="identity,affine,deformable,syn,voxelmorph,voxelmorph-diff,voxelmorph-diff+refine")
+    ap.add_argument("--model", action="append", default=[], metavar="NAME=PATH", help="model file of a network row")
+    ap.add_argument("--refine", type=int, default=30, help="engine iterations of the +refine rows")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args(argv)
+    if not (args.data / "prepared.json").is_file() or not (args.data / "native").is_dir():
+        print(f"--data: {args.data} is not a folder written by scripts/prepare_synthseg.py (run it first)", file=sys.stderr)
+        return 2
+    set_threads(args.threads)
+    import numpy as np
+
+    from omnireg.networks.store import packaged_weights
+    from omnireg.training.labelmaps import NAMED_STRUCTURES, read_prepared_index
+
+    contrasts = ["t1"] if args.quick else [c.strip() for c in args.contrasts.split(",") if c.strip()]
+    bad = [c for c in contrasts if c not in CONTRASTS]
+    if bad:
+        print(f"--contrasts: unknown {bad}; expected some of {list(CONTRASTS)}", file=sys.stderr)
+        return 2
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    models, skipped = {}, {}
+    for spec in args.model:
+        name, _, path = spec.partition("=")
+        if name not in NETWORKS or not Path(path).is_file():
+            print(f"--model: expected NAME=PATH with NAME in {list(NETWORKS)} and an existing file, got {spec!r}", file=sys.stderr)
+            return 2
+        models[name] = Path(path)
+    for m in methods:
+        base = m.split("+")[0]
+        if base in NETWORKS and base not in models:
+            try:
+                models[base] = packaged_weights(f"{base}_3d")
+            except ValueError as exc:
+                skipped[m] = str(exc)
+        elif base not in NETWORKS and base not in ENGINE and base != "syn":
+            print(f"--methods: unknown {m!r}", file=sys.stderr)
+            return 2
+    if "syn" in methods:
+        try:
+            import ants  # noqa: F401
+        except ImportError:
+            skipped["syn"] = "antspyx is not installed (pip install antspyx)"
+    methods = [m for m in methods if m not in skipped]
+    subjects = read_prepared_index(args.data)["split"]["test"]
+    pairs = [(a, b) for a, b in itertools.permutations(subjects, 2)][: 4 if args.quick else args.pairs]
+    names = list(NAMED_STRUCTURES.values())
+    rows, raw = [], []
+    with tempfile.TemporaryDirectory() as td:
+        tmp = Path(td)
+        images = _images(args.data, subjects, contrasts, tmp)
+        for contrast in contrasts:
+            for method in methods:
+                dice, hd, neg, secs, peaks, settings = [], [], [], [], [], {}
+                for mov, fix in pairs:
+                    (fi, fl), (mi, ml) = images[(fix, contrast)], images[(mov, contrast)]
+                    release_free_memory()
+                    reset_peak_rss()
+                    if method == "syn":
+                        warped, n, s = _syn_pair(fi, mi, fl, ml, contrast, settings)
+                    else:
+                        warped, n, s = _omnireg_pair(method, fi, mi, fl, ml, tmp / "out", contrast, models,
+                                                     args.refine)
+                    peaks.append(peak_rss_mb())
+                    d, h = _label_scores(fl, warped)
+                    dice.append(d)
+                    hd.append(h)
+                    neg.append(n)
+                    secs.append(s)
+                    raw.append({"contrast": contrast, "method": method, "moving": mov, "fixed": fix,
+                                "dice_mean": float(np.nanmean(d)), "hd95_mean": float(np.nanmean(h)), "neg_jac_pct": n,
+                                "time_s": s, "peak_rss_mb": peaks[-1]})
+                    print(f"{contrast} {method} {mov}->{fix}: Dice {np.nanmean(d):.3f} HD95 {np.nanmean(h):.2f} mm "
+                          f"non-pos {n:.3f}% {s:.1f} s", flush=True)
+                per_struct = np.nanmean(np.array(dice), axis=0)
+                worst = int(np.nanargmin(per_struct))
+                rows.append({"contrast": contrast, "method": method, "pairs": len(pairs),
+                             "dice": float(np.nanmean(np.nanmean(np.array(dice), axis=1))),
+                             "worst_structure": names[worst], "worst_dice": float(per_struct[worst]),
+                             "hd95_mm": float(np.nanmean(np.array(hd))), "neg_jac_pct": float(np.mean(neg)),
+                             "time_s": float(np.mean(secs)), "peak_rss_mb": float(np.max(peaks)),
+                             "model": str(models.get(method.split("+")[0], "")) or None, "settings": settings or None})
+    cols = ["contrast", "method", "pairs", "dice", "worst_structure", "worst_dice", "hd95_mm", "neg_jac_pct", "time_s", "peak_rss_mb"]
+    print(table(cols, [[fmt(r[c]) for c in cols] for r in rows]))
+    for m, why in skipped.items():
+        print(f"skipped {m}: {why}")
+    path = write_json({
+        "machine": machine_info(args.threads, extra_packages=("antspyx",)), "data": str(args.data),
+        "pairs": pairs, "contrasts": contrasts, "refine_iterations": args.refine, "rows": rows, "per_pair": raw,
+        "skipped": skipped}, args.json or default_json("networks"))
+    print(f"JSON: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
