@@ -48,61 +48,66 @@ NETWORKS = ("voxelmorph", "voxelmorph-diff", "pyramid")
 CONTRASTS = ("t1", "random")
 
 
-def _images(data: Path, subjects: list[str], contrasts: list[str], tmp: Path) -> dict:
-    """``{(subject, contrast): (image path, label path)}``: one synthesised image per subject and contrast."""
+def _images(data: Path, labels: dict, contrasts: list[str], tmp: Path) -> dict:
+    """``{(subject, contrast): (image path, label path)}``: one synthesised image per subject and contrast, from
+    ``labels`` (``{subject: (array, grid)}``, :func:`_read_labels`)."""
     import numpy as np
     import torch
 
     from omnireg.core import Image
-    from omnireg.io import load_image, save_image
-    from omnireg.training.labelmaps import read_prepared_index
+    from omnireg.io import save_image
+    from omnireg.training.labelmaps import read_prepared_index, to_classes
     from omnireg.training.synthesis import SynthesisConfig, synthesize
 
-    index = read_prepared_index(data)
-    values = torch.as_tensor(index["label_values"], dtype=torch.int64)
-    lut = {int(v): k for k, v in enumerate(values.tolist())}
+    table = np.asarray(read_prepared_index(data)["label_values"], dtype=np.int64)
+    values = torch.as_tensor(table)
     out = {}
-    for s in subjects:
-        lab_path = data / "native" / f"seg_{s}.nii.gz"
-        lab = load_image(lab_path)
-        raw = lab.data[0].numpy().astype(np.int64) if lab.data.ndim == 4 else lab.data.numpy().astype(np.int64)
-        classes = np.vectorize(lambda v: lut.get(int(v), 0))(raw)
+    for s, (array, grid) in labels.items():
+        classes = to_classes([array], table)
         for ci, c in enumerate(contrasts):
             g = torch.Generator().manual_seed(1000 * int(s) + ci)
-            syn = synthesize(torch.as_tensor(classes)[None, None], values, SynthesisConfig(mode=c), [g], deform=False)
+            syn = synthesize(classes, values, SynthesisConfig(mode=c), [g], deform=False)
             path = tmp / f"img_{s}_{c}.nii.gz"
-            save_image(Image(syn.image[0].float() * 1000.0, lab.grid), path, force=True)
-            out[(s, c)] = (path, lab_path)
+            save_image(Image(syn.image[0].float() * 1000.0, grid), path, force=True)
+            out[(s, c)] = (path, _label_path(data, s))
     return out
 
 
-def _label_scores(fixed_lab: Path, warped: "np.ndarray") -> tuple[list[float], list[float]]:
+def _label_path(data: Path, subject: str) -> Path:
+    return data / "native" / f"seg_{subject}.nii.gz"
+
+
+def _label_scores(fixed: "np.ndarray", warped: "np.ndarray", spacing) -> tuple[list[float], list[float]]:
     """Dice and HD95 per named structure (NaN where the structure is absent from the fixed map)."""
     import numpy as np
 
     from omnireg.evaluation import hd95
-    from omnireg.io import load_image
     from omnireg.training.labelmaps import NAMED_STRUCTURES
 
-    f = load_image(fixed_lab)
-    fa = f.data.numpy().reshape(f.grid.shape).astype(np.int64)
     dice, hd = [], []
     for v in NAMED_STRUCTURES:
-        a, b = fa == v, warped == v
+        a, b = fixed == v, warped == v
         if not a.any():
             dice.append(float("nan"))
             hd.append(float("nan"))
             continue
         dice.append(float(2 * (a & b).sum() / (a.sum() + b.sum())))
-        hd.append(hd95(a, b, f.grid.spacing) if b.any() else float("nan"))
+        hd.append(hd95(a, b, spacing) if b.any() else float("nan"))
     return dice, hd
 
 
-def _omnireg_pair(method: str, fixed, moving, flab, mlab, out: Path, contrast: str, models: dict, refine: int):
-    """Run one omnireg row; returns (warped moving labels on the fixed grid, % non-positive det., seconds)."""
+def _read_labels(path: Path):
+    """A label map as ``(int64 array, grid)``."""
     import numpy as np
-    import torch
 
+    from omnireg.io import load_image
+
+    img = load_image(path)
+    return img.data.numpy().reshape(img.grid.shape).astype(np.int64), img.grid
+
+
+def _omnireg_pair(method: str, fixed, moving, fgrid, mlab, out: Path, contrast: str, models: dict, refine: int):
+    """Run one omnireg row; returns (warped moving labels on the fixed grid, % non-positive det., seconds)."""
     from omnireg.evaluation import jacobian_determinant
     from omnireg.io import load_image
     from omnireg.optim import preset
@@ -110,15 +115,13 @@ def _omnireg_pair(method: str, fixed, moving, flab, mlab, out: Path, contrast: s
     from omnireg.transforms import resample
     from omnireg.transforms.files import load_transform
 
-    fimg = load_image(flab)
     mimg = load_image(mlab)
     if method == "identity":
-        warped = resample(mimg, None, onto=fimg.grid, interp="nearest")
-        return warped.data.numpy().reshape(fimg.grid.shape), 0.0, 0.0
+        return resample(mimg, None, onto=fgrid, interp="nearest").data.numpy().reshape(fgrid.shape), 0.0, 0.0
     base = method.split("+")[0]
     if base in NETWORKS:
-        cfg = preset("affine")
-        m = method_for(cfg, model=str(models[base]), affine=True, refine=refine if method.endswith("+refine") else 0)
+        m = method_for(preset("affine"), model=str(models[base]), affine=True,
+                       refine=refine if method.endswith("+refine") else 0)
         kw = {"method": m}
     else:
         name = method if method == "affine" else ("deformable" if contrast == "t1" else "multimodal-deformable")
@@ -127,12 +130,8 @@ def _omnireg_pair(method: str, fixed, moving, flab, mlab, out: Path, contrast: s
     run_registration(fixed, moving, out, report=False, force=True, **kw)
     seconds = time.perf_counter() - t0
     t = load_transform(out / "transform.h5")
-    warped = resample(mimg, t, onto=fimg.grid, interp="nearest").data.numpy().reshape(fimg.grid.shape)
-    pts = torch.as_tensor(fimg.grid.points("world").reshape(1, -1, 3), dtype=torch.float32)
-    with torch.no_grad():
-        u = (t(pts) - pts)[0].numpy().reshape(*fimg.grid.shape, 3)
-    jd = jacobian_determinant(np.moveaxis(u, -1, 0).astype(np.float64), fimg.grid)
-    return warped, 100.0 * float((jd <= 0).mean()), seconds
+    warped = resample(mimg, t, onto=fgrid, interp="nearest").data.numpy().reshape(fgrid.shape)
+    return warped, 100.0 * float((jacobian_determinant(t, fgrid) <= 0).mean()), seconds
 
 
 def _syn_pair(fixed, moving, flab, mlab, contrast: str, settings: dict):
@@ -208,21 +207,23 @@ def main(argv=None) -> int:
     rows, raw = [], []
     with tempfile.TemporaryDirectory() as td:
         tmp = Path(td)
-        images = _images(args.data, subjects, contrasts, tmp)
+        labels = {s: _read_labels(_label_path(args.data, s)) for s in subjects}
+        images = _images(args.data, labels, contrasts, tmp)
         for contrast in contrasts:
             for method in methods:
                 dice, hd, neg, secs, peaks, settings = [], [], [], [], [], {}
                 for mov, fix in pairs:
                     (fi, fl), (mi, ml) = images[(fix, contrast)], images[(mov, contrast)]
+                    flab, fgrid = labels[fix]
                     release_free_memory()
                     reset_peak_rss()
                     if method == "syn":
                         warped, n, s = _syn_pair(fi, mi, fl, ml, contrast, settings)
                     else:
-                        warped, n, s = _omnireg_pair(method, fi, mi, fl, ml, tmp / "out", contrast, models,
+                        warped, n, s = _omnireg_pair(method, fi, mi, fgrid, ml, tmp / "out", contrast, models,
                                                      args.refine)
                     peaks.append(peak_rss_mb())
-                    d, h = _label_scores(fl, warped)
+                    d, h = _label_scores(flab, warped, fgrid.spacing)
                     dice.append(d)
                     hd.append(h)
                     neg.append(n)

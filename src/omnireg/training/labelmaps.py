@@ -40,6 +40,7 @@ __all__ = [
     "sha256_file",
     "structure_lookup",
     "t1_means",
+    "to_classes",
     "write_label_tensors",
     "write_prepared_index",
 ]
@@ -213,7 +214,7 @@ class LabelMapSet:
         if arrays is None:
             arrays = [_read_nifti(Path(folder), index["subjects"][name]["file"], grid) for name in subjects]
         table = np.asarray(values if values is not None else index.get("label_values") or class_table(arrays), dtype=np.int64)
-        labels = _to_classes(arrays, table)
+        labels = to_classes(arrays, table)
         sha = sha256_file(Path(folder) / "prepared.json")
         return cls(list(subjects), labels.to(device), torch.as_tensor(table, device=device), grid, sha)
 
@@ -223,7 +224,7 @@ class LabelMapSet:
         """Build a set from label arrays (FreeSurfer numbers) on ``grid`` (tests, in-memory data)."""
         arrays = [np.asarray(a, dtype=np.int64) for a in arrays]
         table = class_table(arrays)
-        return cls(list(names), _to_classes(arrays, table).to(device), torch.as_tensor(table, device=device), grid)
+        return cls(list(names), to_classes(arrays, table).to(device), torch.as_tensor(table, device=device), grid)
 
     @property
     def ndim(self) -> int:
@@ -269,7 +270,9 @@ def write_label_tensors(folder: str | Path, names: Sequence[str], arrays: Sequen
     return file, sha256_file(Path(folder) / file)
 
 
-def _to_classes(arrays: Sequence[np.ndarray], table: np.ndarray) -> torch.Tensor:
+def to_classes(arrays: Sequence[np.ndarray], table: np.ndarray) -> torch.Tensor:
+    """Class indices ``(M, 1, *S)`` uint8 of label arrays (FreeSurfer numbers) under ``table`` (``table[k]`` = the
+    number of class ``k``). Raises ValueError on a label not in the table or a table of over 256 labels."""
     if len(table) > 256:
         raise ValueError(f"label_maps: {len(table)} distinct labels; at most 256 are supported")
     lut = np.full(int(table.max()) + 1, -1, dtype=np.int64)

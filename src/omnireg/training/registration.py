@@ -34,7 +34,7 @@ from torch import nn
 from ..core.enums import as_enum
 from ..networks.store import read_model_file, save_model, to_plain
 from .distributed import DistContext
-from .labelmaps import LabelMapSet, read_prepared_index
+from .labelmaps import LabelMapSet, read_prepared_index, sha256_file
 from .loop import FitConfig, FitResult, TrainEvent, fit, run_files, run_provenance
 from .losses import RegistrationBatch, RegistrationLoss, RegTarget
 from .pairs import ImagePairs, LabelMapPairs, validation_pairs
@@ -199,8 +199,6 @@ def _build(config: RegistrationTrainConfig, device: torch.device) -> nn.Module:
 def load_initial_weights(model: nn.Module, kind: str, path: str | Path, *, name: str = "init_from") -> dict:
     """Copy the weights of the model file ``path`` into ``model`` (same kind and architecture config);
     returns the provenance recorded in the new model file. Errors name ``name`` (the option or flag)."""
-    import hashlib
-
     obj = read_model_file(path)
     if obj.get("kind") != kind:
         raise ValueError(f"{name}: {path} holds a {obj.get('kind')!r} model, expected {kind!r}")
@@ -210,7 +208,7 @@ def load_initial_weights(model: nn.Module, kind: str, path: str | Path, *, name:
         raise ValueError(f"{name}: {path} has another architecture ({', '.join(diff)} differ)")
     model.load_state_dict(obj["state_dict"])
     meta = obj.get("meta", {})
-    return {"path": str(path), "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest(),
+    return {"path": str(path), "sha256": sha256_file(path),
             "steps_done": meta.get("steps_done"), "training": meta.get("training"),
             "validation": meta.get("validation")}
 

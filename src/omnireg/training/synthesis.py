@@ -381,12 +381,11 @@ def synthesize_pair(moving_source: torch.Tensor, fixed_source: torch.Tensor, val
     if moving_source.shape != fixed_source.shape:
         raise ValueError(f"fixed_source: expected the shape of moving_source {tuple(moving_source.shape)}, got {tuple(fixed_source.shape)}")
     moving, fixed, mlab, flab = [], [], [], []
-    t1 = dataclasses.replace(config, mode=ContrastMode.T1.value)
+    # the T1 draw is made only when asked for, so that runs without it keep their random streams
+    mixed = config.t1_fraction > 0 and config.mode == ContrastMode.RANDOM.value
+    t1 = dataclasses.replace(config, mode=ContrastMode.T1.value) if mixed else config
     for i, g in enumerate(generators):
-        cfg = config
-        # drawn only when asked for, so that runs without it keep their random streams
-        if config.t1_fraction > 0 and as_enum(config.mode, ContrastMode, "mode") is ContrastMode.RANDOM:
-            cfg = t1 if _uniform(g) < config.t1_fraction else config
+        cfg = t1 if mixed and _uniform(g) < config.t1_fraction else config
         m = synthesize(moving_source[i : i + 1], values, cfg, [g])
         f = synthesize(fixed_source[i : i + 1], values, cfg, [g])
         moving.append(m.image)
