@@ -37,6 +37,9 @@ def test_train_registration_cli_writes_model_log_and_provenance(tiny_label_maps,
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "error: --init-from:" in err and "enc_channels" in err
     assert not (tmp_path / "ft.pt").exists()
+    (tmp_path / "junk.pt").write_text("junk")
+    assert main(tuned[:-3] + [str(tmp_path / "junk.pt"), "--out", str(tmp_path / "ft.pt")]) == 2
+    assert "error: --init-from: " in capsys.readouterr().err and not (tmp_path / "ft.pt").exists()
     assert main(tuned + ["--model-options", TINY]) == 0
     assert load_model(tmp_path / "ft.pt")[1]["data"]["init_from"]["steps_done"] == 3
 

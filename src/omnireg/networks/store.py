@@ -111,8 +111,9 @@ def save_model(path: str | Path, model: nn.Module, *, kind: str, meta: dict | No
     return path
 
 
-def read_model_file(path: str | Path) -> dict:
-    """Read and check a model file; return its dictionary (``kind``, ``config``, ``state_dict``, ``meta``).
+def read_model_file(path: str | Path, *, name: str = "weights") -> dict:
+    """Read and check a model file; return its dictionary (``kind``, ``config``, ``state_dict``, ``meta``);
+    errors name ``name`` (the option or flag that gave the file).
 
     Raises:
         FileNotFoundError: no such file.
@@ -120,18 +121,18 @@ def read_model_file(path: str | Path) -> dict:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"weights: no such file: {path}")
+        raise FileNotFoundError(f"{name}: no such file: {path}")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is a user error here
         import zipfile
 
         why = "not a PyTorch file" if not zipfile.is_zipfile(path) else (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise ValueError(f"weights: {path} is not a readable omnireg model file ({why})") from None
+        raise ValueError(f"{name}: {path} is not a readable omnireg model file ({why})") from None
     if not isinstance(obj, dict) or obj.get("format") != MODEL_FORMAT:
-        raise ValueError(f"weights: {path} is not an omnireg model file (no '{MODEL_FORMAT}' header)")
+        raise ValueError(f"{name}: {path} is not an omnireg model file (no '{MODEL_FORMAT}' header)")
     if obj.get("version", 0) > _VERSION:
-        raise ValueError(f"weights: {path} was written by a newer omnireg (format version {obj.get('version')})")
+        raise ValueError(f"{name}: {path} was written by a newer omnireg (format version {obj.get('version')})")
     return obj
 
 

@@ -199,7 +199,7 @@ def _build(config: RegistrationTrainConfig, device: torch.device) -> nn.Module:
 def load_initial_weights(model: nn.Module, kind: str, path: str | Path, *, name: str = "init_from") -> dict:
     """Copy the weights of the model file ``path`` into ``model`` (same kind and architecture config);
     returns the provenance recorded in the new model file. Errors name ``name`` (the option or flag)."""
-    obj = read_model_file(path)
+    obj = read_model_file(path, name=name)
     if obj.get("kind") != kind:
         raise ValueError(f"{name}: {path} holds a {obj.get('kind')!r} model, expected {kind!r}")
     mine = to_plain(model.config)
