@@ -34,6 +34,8 @@ def files(tmp_path_factory) -> Path:
     save_image(Image(labels, GRID), d / "labels.nii.gz")
     save_image(Image(x * 1.5 + 0.25, GRID), d / "float_labels.nii.gz")  # an intensity image, not labels
     save_image(Image(labels.to(torch.float32) * 3, GRID), d / "integral_float_labels.nii.gz")
+    noisy = (x * 1000 + 50 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))).round()
+    save_image(Image(noisy.to(torch.int16), GRID), d / "int_intensity.nii.gz")  # an int16 scan, not labels
     save_image(Image(torch.zeros(1, *GRID.shape), GRID), d / "empty.nii.gz")
     nan = x.clone()
     nan[0, 0, 0, 0] = float("nan")
@@ -92,6 +94,8 @@ CASES = {
                            r"--fixed-labels: expected a label map \(integer values\), got non-integer values"),
     "float moving labels": (REG + ["--moving-labels", "{d}/float_labels.nii.gz"],
                             r"--moving-labels: expected a label map \(integer values\), got non-integer values"),
+    "int16 intensity labels": (REG + ["--fixed-labels", "{d}/int_intensity.nii.gz", "--moving-labels", "{d}/labels.nii.gz"],
+                               r"--fixed-labels: expected a label map, got an image with \d+ distinct values where only "),
     "missing labels": (REG + ["--fixed-labels", "{d}/none.nii.gz"], r"--fixed-labels: no such file or directory"),
     "labels not an image": (REG + ["--moving-labels", "{d}/garbage.nii.gz"], r"--moving-labels: cannot read image"),
     "landmarks dimension": (REG + ["--fixed-landmarks", "{d}/lm.csv", "--moving-landmarks", "{d}/lm2d.csv"],

@@ -106,3 +106,23 @@ def test_a_float_intensity_image_given_as_labels_is_refused_before_any_work(coho
         with pytest.raises(ValueError, match=rf"^{key}: expected a label map \(integer values\), got non-integer values"):
             run_registration(d / "fixed.nii.gz", d / "fixed.nii.gz", cohort / "o", config, **{key: d / "float.nii.gz"})
     assert not (cohort / "o").exists()
+
+
+def test_a_whole_number_intensity_image_is_refused_as_labels_and_a_many_label_map_is_accepted():
+    """An int16 scan has whole numbers but is not piecewise constant; a parcellation with 200 labels is."""
+    from omnireg.pipeline.inputs import as_label_map
+    from omnireg.core import Grid
+
+    grid = Grid((24, 24, 24), (1.0, 1.0, 1.0))
+    g = torch.Generator().manual_seed(0)
+    smooth = torch.nn.functional.avg_pool3d(torch.rand(1, 1, 24, 24, 24, generator=g), 5, 1, 2)[0]
+    scan = (smooth * 2000 + 20 * torch.randn(smooth.shape, generator=g)).round()
+    for dtype in (torch.int16, torch.float32):
+        with pytest.raises(ValueError, match=r"^--fixed-labels: expected a label map, got an image with \d+ distinct"):
+            as_label_map(Image(scan.to(dtype), grid), "--fixed-labels")
+    # 216 parcels of 4^3 voxels, labels 1..216 (piecewise constant: 75 % of neighbour pairs agree)
+    idx = torch.arange(24) // 4
+    parcels = (idx[:, None, None] * 36 + idx[None, :, None] * 6 + idx[None, None, :] + 1)[None]
+    for dtype in (torch.int32, torch.float32):
+        out = as_label_map(Image(parcels.to(dtype), grid), "--fixed-labels")
+        assert not out.data.is_floating_point() and out.data.unique().numel() == 216

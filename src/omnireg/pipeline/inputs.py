@@ -14,7 +14,8 @@ Rules:
 * **Label maps**: on the grid of their image, one channel, and integer *values*: an integer (or boolean)
   image is a label map; a floating-point image is accepted when every value is a whole number (NIfTI
   files written by many tools store labels as float) and is then cast to ``int32``; a floating-point
-  image with any fractional, NaN or infinite value is an intensity image given by mistake and is refused.
+  image with any fractional, NaN or infinite value is an intensity image given by mistake and is refused, and so
+  is a whole-number image with more than 32 values that is not piecewise constant (an int16 MRI).
 * **Landmarks**: both files or neither, points of the images' dimension in both, pairable (by name or
   by order, :func:`omnireg.landmarks.pair_landmarks`).
 * **Initial transform**: a finite, invertible homogeneous ``(D+1, D+1)`` matrix with last row ``(0, ..., 0, 1)``.
@@ -129,6 +130,7 @@ def as_label_map(image, what: str):
     if data.dtype == torch.bool:
         return image.to(torch.uint8)
     if not data.is_floating_point():
+        _check_piecewise_constant(data, what)
         return image
     finite = torch.isfinite(data)
     fractional = finite & (data != torch.round(data))
@@ -140,7 +142,42 @@ def as_label_map(image, what: str):
     limit = float(torch.iinfo(torch.int32).max)
     if float(data.abs().max()) > limit:
         raise ValueError(f"{what}: expected label values within +-{limit:.0f}, got {float(data.abs().max()):.6g}")
+    _check_piecewise_constant(data, what)
     return image.to(torch.int32)
+
+
+#: a label map with more distinct values than this must also be piecewise constant (:func:`_check_piecewise_constant`)
+LABEL_VALUES_CHECKED = 32
+#: the smallest share of equal neighbours (among pairs touching a non-zero voxel) of such a label map
+LABEL_MIN_EQUAL_NEIGHBOURS = 0.2
+
+
+def _check_piecewise_constant(data, what: str) -> None:
+    """Refuse a whole-number intensity image given as labels (an int16 MRI, say).
+
+    Segmentations are piecewise constant: measured on real files, 72-98 % of the neighbour pairs that touch a
+    non-zero voxel hold the same value (SCT cord masks, SynthSeg maps with 53 labels), against 0.5-13 % in integer
+    intensity images (SCT T1w / T2w int16 with 853 / 1210 values, ANTsPy's uint8 slices, Colin27 in whole-number
+    float). A map with more than :data:`LABEL_VALUES_CHECKED` distinct values and fewer than
+    :data:`LABEL_MIN_EQUAL_NEIGHBOURS` equal pairs is refused.
+    """
+    import torch
+
+    values = torch.unique(data)
+    if values.numel() <= LABEL_VALUES_CHECKED:
+        return
+    grid = data[0]  # (1, *S): one channel, checked before
+    equal = touching = 0
+    for ax in range(grid.dim()):
+        a, b = grid.narrow(ax, 1, grid.shape[ax] - 1), grid.narrow(ax, 0, grid.shape[ax] - 1)
+        nz = (a != 0) | (b != 0)
+        equal += int(((a == b) & nz).sum())
+        touching += int(nz.sum())
+    share = equal / max(touching, 1)
+    if share < LABEL_MIN_EQUAL_NEIGHBOURS:
+        raise ValueError(f"{what}: expected a label map, got an image with {values.numel()} distinct values where only "
+                         f"{100 * share:.1f} % of neighbouring voxels agree (labels are piecewise constant); give a "
+                         "segmentation, not an intensity image")
 
 
 def _on_grid(image, ref, what: str, ref_what: str) -> None:
