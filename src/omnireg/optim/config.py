@@ -95,7 +95,7 @@ class StageConfig:
             as coarse as the one before is skipped), which bounds
             the time and memory of dense (deformable) stages on large images.
         foreground_mask: measure the similarity only inside the fixed image's foreground (Otsu threshold,
-            holes filled, dilated by 5 mm) when no fixed mask is given, so that no displacement is driven by
+            holes filled, dilated by 2 mm: enough for the head's edge) when no fixed mask is given, so that no displacement is driven by
             background noise; the regularisation then carries the field smoothly outside.
         sampling: fraction of the fixed voxels used by point-wise metrics (mse, ncc, mi, nmi) in linear stages;
             the subset is drawn once per level with the run's seed (fixed during the level, as ITK's
