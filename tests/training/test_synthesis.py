@@ -149,6 +149,29 @@ def test_t1_fraction_draws_that_share_of_pairs_t1_like(maps):
         SynthesisConfig(t1_fraction=1.5)
 
 
+def test_shared_contrast_fraction_gives_both_images_of_a_pair_one_random_contrast(maps):
+    """shared_contrast_fraction 1: moving and fixed have the same class means (intra pair without deformation,
+    blur, bias, gamma or noise: identical images); 0 keeps the plain random stream; the share is about right."""
+    plain = synthesize_pair(maps.labels, maps.labels, maps.values, SynthesisConfig(mode="random"), _gens(3))
+    zero = synthesize_pair(maps.labels, maps.labels, maps.values, SynthesisConfig(mode="random", shared_contrast_fraction=0.0),
+                           _gens(3))
+    assert torch.equal(plain.moving, zero.moving) and torch.equal(plain.fixed, zero.fixed)
+    clean = dict(mode="random", noise_max=0.0, blur_max_vox=0.0, bias_max=0.0, gamma_std=0.0, deform_std_max_vox=0.0)
+
+    def same(cfg, seed) -> bool:
+        p = synthesize_pair(maps.labels, maps.labels, maps.values, cfg, _gens(seed))
+        return bool(torch.allclose(p.moving, p.fixed, atol=1e-6))
+
+    always = SynthesisConfig(**clean, shared_contrast_fraction=1.0)
+    assert all(same(always, s) for s in range(4))
+    assert not any(same(SynthesisConfig(**clean), s) for s in range(4))
+    half = SynthesisConfig(**clean, shared_contrast_fraction=0.5)
+    share = np.mean([same(half, s) for s in range(40)])
+    assert 0.25 < share < 0.75
+    with pytest.raises(ValueError, match="shared_contrast_fraction"):
+        SynthesisConfig(shared_contrast_fraction=-0.1)
+
+
 def test_t1_table_covers_the_named_structures():
     means, unknown = t1_means(list(NAMED_STRUCTURES))
     assert not bool(unknown.any())

@@ -15,7 +15,9 @@ From a label map of class indices the synthesiser makes an image and the label m
    mode; classes without an entry, e.g. extra-cerebral tissue, are drawn uniformly), and a within-class
    Gaussian noise level drawn uniformly in ``[0, noise_max]``. In ``random`` mode a pair is drawn T1-like
    (both images) with probability ``t1_fraction``: a curriculum, since a small network trained on random
-   contrasts alone from the start learns to predict a zero field (README, "Learning-based registration").
+   contrasts alone from the start learns to predict a zero field (README, "Learning-based registration");
+   with probability ``shared_contrast_fraction`` a random pair's two images share one random set of class
+   means (noise level, blur, bias and gamma still drawn per image): any contrast, but the same on both sides.
 3. **Degradation**: Gaussian blur (sigma uniform in ``[0, blur_max_vox]`` voxels), a smooth
    multiplicative bias field ``exp(b)`` (``b`` normal on a ``bias_points^D`` grid with standard deviation
    uniform in ``[0, bias_max]``, upsampled linearly), min-max normalisation to ``[0, 1]``, gamma
@@ -92,6 +94,8 @@ class SynthesisConfig:
         t1_jitter: standard deviation of the per-class jitter of the T1 table (``t1`` mode).
         background_zero: probability that the background is black (mean 0, no noise) in ``random`` mode.
         t1_fraction: in ``random`` mode, the probability that a pair (both images) is drawn T1-like instead.
+        shared_contrast_fraction: in ``random`` mode, the probability that a (not T1-like) pair's two images share
+            one random contrast (class means and noise levels).
         strip_prob: probability that classes without a T1 table entry (extra-cerebral tissue) become
             background ("skull stripping"), applied to the label map before anything else.
         deform_std_max_vox: largest standard deviation of the velocity noise (0 = no deformation).
@@ -110,6 +114,7 @@ class SynthesisConfig:
     t1_jitter: float = 0.04
     background_zero: float = 0.3
     t1_fraction: float = 0.0
+    shared_contrast_fraction: float = 0.0
     strip_prob: float = 0.0
     deform_std_max_vox: float = 2.0
     deform_spacing_vox: float = 8.0
@@ -124,7 +129,7 @@ class SynthesisConfig:
                      "rotation_max_deg", "scale_max", "translation_max_vox"):
             if not float(getattr(self, name)) >= 0:
                 raise ValueError(f"{name}: expected >= 0, got {getattr(self, name)!r}")
-        for name in ("background_zero", "strip_prob", "t1_fraction"):
+        for name in ("background_zero", "strip_prob", "t1_fraction", "shared_contrast_fraction"):
             if not 0 <= float(getattr(self, name)) <= 1:
                 raise ValueError(f"{name}: expected a probability in [0, 1], got {getattr(self, name)!r}")
         if int(self.bias_points) < 2:
@@ -319,7 +324,8 @@ def _strip(labels: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
 
 
 def synthesize(labels: torch.Tensor, values: torch.Tensor, config: SynthesisConfig,
-               generators: Sequence[torch.Generator], *, deform: bool = True) -> SynthesizedImages:
+               generators: Sequence[torch.Generator], *, deform: bool = True,
+               contrast: tuple[torch.Tensor, torch.Tensor] | None = None) -> SynthesizedImages:
     """Synthesise one image per label map (module docstring).
 
     Args:
@@ -328,6 +334,7 @@ def synthesize(labels: torch.Tensor, values: torch.Tensor, config: SynthesisConf
         config: :class:`SynthesisConfig`.
         generators: ``N`` CPU generators, one per item.
         deform: apply the random deformation (``False``: labels unchanged, zero displacement).
+        contrast: ``(means, stds)`` of :func:`draw_contrast` to use for every item instead of a new draw.
 
     Returns:
         :class:`SynthesizedImages`.
@@ -353,7 +360,7 @@ def synthesize(labels: torch.Tensor, values: torch.Tensor, config: SynthesisConf
             lab = warp_voxels(lab, u, interp="nearest")
         else:
             u = torch.zeros(1, len(shape), *shape, device=labels.device)
-        means, stds = draw_contrast(values, config, g)
+        means, stds = draw_contrast(values, config, g) if contrast is None else contrast
         images.append(render_image(lab, means, stds, config, g))
         outs.append(lab)
         disps.append(u)
@@ -384,10 +391,14 @@ def synthesize_pair(moving_source: torch.Tensor, fixed_source: torch.Tensor, val
     # the T1 draw is made only when asked for, so that runs without it keep their random streams
     mixed = config.t1_fraction > 0 and config.mode == ContrastMode.RANDOM.value
     t1 = dataclasses.replace(config, mode=ContrastMode.T1.value) if mixed else config
+    shared = config.shared_contrast_fraction > 0 and config.mode == ContrastMode.RANDOM.value
     for i, g in enumerate(generators):
         cfg = t1 if mixed and _uniform(g) < config.t1_fraction else config
-        m = synthesize(moving_source[i : i + 1], values, cfg, [g])
-        f = synthesize(fixed_source[i : i + 1], values, cfg, [g])
+        contrast = None
+        if shared and cfg is config and _uniform(g) < config.shared_contrast_fraction:
+            contrast = draw_contrast(values, cfg, g)
+        m = synthesize(moving_source[i : i + 1], values, cfg, [g], contrast=contrast)
+        f = synthesize(fixed_source[i : i + 1], values, cfg, [g], contrast=contrast)
         moving.append(m.image)
         fixed.append(f.image)
         mlab.append(m.labels)
