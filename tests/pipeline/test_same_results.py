@@ -9,8 +9,8 @@
 module (``python tests/pipeline/test_same_results.py --write``) from the code as it was before the pipeline
 layer existed (commit dd1c285; the refactored pipeline reproduced it to 1e-6 mm). Any change of the code path
 from files to outputs that changes results (initialisation, stages, how outputs are written) fails here; a change
-of results made on purpose regenerates the file in the same commit (last: the SVF stage became coarse to fine with
-normalised steepest descent; the commit the numbers came from is recorded in the file: its parent code, amended).
+of results made on purpose regenerates the file in the same commit (last: the deformable stages' similarity mask
+shrank from 5 mm to 2 mm beyond the fixed foreground, commit ff44e4c; the commit the numbers came from is recorded in the file: its parent code, amended).
 """
 
 from __future__ import annotations
