@@ -198,10 +198,10 @@ def engine_rows(data: Path, ndim: int, contrasts: list[str], metrics: list[str],
                 tmp: Path, networks: dict | None = None) -> tuple[list[dict], list[dict], list]:
     import numpy as np
 
-    from omnireg.evaluation import hd95, jacobian_determinant
+    from networks import _label_scores
+    from omnireg.evaluation import jacobian_determinant
     from omnireg.io import load_image
     from omnireg.pipeline import run_registration
-    from omnireg.training.labelmaps import NAMED_STRUCTURES
     from omnireg.transforms import resample
     from omnireg.transforms.files import load_transform
 
@@ -227,9 +227,7 @@ def engine_rows(data: Path, ndim: int, contrasts: list[str], metrics: list[str],
                 secs.append(time.perf_counter() - t0)
                 t = load_transform(out / "transform.h5")
                 warped = resample(load_image(mlpath), t, onto=fgrid, interp="nearest").data.numpy().reshape(fgrid.shape)
-                d = _dice_per_structure(flab, warped)
-                h = [hd95(flab == v, warped == v, fgrid.spacing) if (flab == v).any() and (warped == v).any() else np.nan
-                     for v in NAMED_STRUCTURES]
+                d, h = _label_scores(flab, warped, fgrid.spacing)
                 dice.append(float(np.nanmean(d)))
                 hd.append(float(np.nanmean(h)))
                 neg.append(100.0 * float((jacobian_determinant(t, fgrid) <= 0).mean()))
