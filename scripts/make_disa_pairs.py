@@ -5,14 +5,16 @@ Sources (all from ../shared/data, licences from their PROVENANCE.md files; nothi
 - ``synthseg_label_maps`` (Apache-2.0): 20 whole-head label maps of different subjects. For each map
   two synthetic "modalities" are drawn SynthSeg-style: a random intensity per tissue class (left and
   right structures share it), Gaussian texture noise, partial-volume blur, a smooth multiplicative bias
-  field, then resampling to 2 mm. Maps 01-16 train, 17-20 are held out (split ``val``).
+  field, then resampling to 2 mm. ``--split safe`` (default): maps 01-12 train, 13-15 are held out (split
+  ``val``) and the test subjects 16-20 are never read. ``--split v1``: maps 01-16 train, 17-20 held out, the
+  split of the shipped 3D and 2D models (made before the test subjects were set apart; kept to reproduce them).
 - ``sct_spinalcord_multicontrast`` (MIT): the subject's real T1w and T2w volumes (roughly aligned in
   world space, different fields of view) form one more training pair.
 - ``voxelmorph_test_subject`` (Apache-2.0): its real T1 vs a non-monotonic T2-like remapping of it with
   a bias field: a held-out pair with real anatomy.
 
 Usage:
-    python scripts/make_disa_pairs.py --shared ../shared/data --out WORKDIR [--seed 0]
+    python scripts/make_disa_pairs.py --shared ../shared/data --out WORKDIR [--seed 0] [--split safe|v1]
 
 Writes WORKDIR/*.nii.gz and WORKDIR/pairs.csv (columns fixed, moving, split).
 """
@@ -59,12 +61,15 @@ def main() -> None:
     ap.add_argument("--shared", type=Path, default=Path("../shared/data"))
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--split", choices=("safe", "v1"), default="safe",
+                    help="safe: maps 01-12 train, 13-15 val, 16-20 never read; v1: 01-16 train, 17-20 val (shipped models)")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(args.seed)
     gen = torch.Generator().manual_seed(args.seed)
     rows = []
-    for i in range(1, 21):
+    last, last_train = (15, 12) if args.split == "safe" else (20, 16)
+    for i in range(1, last + 1):
         src = args.shared / "synthseg_label_maps" / f"training_seg_{i:02d}.nii.gz"
         labels = load_image(src)
         names = []
@@ -73,7 +78,7 @@ def main() -> None:
             if not path.exists():
                 save_image(synthesize(labels, rng, gen), path)
             names.append(path.name)
-        rows.append({"fixed": names[0], "moving": names[1], "split": "train" if i <= 16 else "val"})
+        rows.append({"fixed": names[0], "moving": names[1], "split": "train" if i <= last_train else "val"})
         print(f"synthseg {i:02d} done", flush=True)
     sct = args.shared / "sct_spinalcord_multicontrast"
     rows.append({"fixed": str((sct / "t1" / "t1w.nii.gz").resolve()), "moving": str((sct / "t2" / "t2.nii.gz").resolve()), "split": "train"})

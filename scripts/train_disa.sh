@@ -7,7 +7,7 @@
 set -euo pipefail
 WORK=${WORK:-/tmp/disa_data}
 SHARED=${SHARED:-../shared/data}
-python scripts/make_disa_pairs.py --shared "$SHARED" --out "$WORK"
+python scripts/make_disa_pairs.py --shared "$SHARED" --out "$WORK" --split v1   # the split these models were made with
 # 2D: the same 3D pairs (random oblique planes) + the elastix 2D T1/PD example (train); the ITK T1/PD slices held out
 cp "$WORK/pairs.csv" "$WORK/pairs2d.csv"
 S=$(cd "$SHARED" && pwd)

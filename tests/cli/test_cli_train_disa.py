@@ -63,12 +63,12 @@ def test_train_disa_on_dense_crops_from_an_initial_model(tmp_path, capsys):
                  "--steps", "2", "--batch-size", "4", "--validation-patches", "8"]) == 0
     out = tmp_path / "dense.pt"
     args = ["-q", "train", "disa", "--pairs", str(pairs), "--out", str(out), "--ndim", "2", "--patch-size", "17",
-            "--steps", "3", "--batch-size", "8", "--group-size", "4", "--relative-weight", "1", "--crop-size", "33",
-            "--init", str(first), "--validation-patches", "8"]
+            "--steps", "3", "--batch-size", "8", "--group-size", "4", "--relative-weight", "1", "--relative-norm",
+            "--crop-size", "33", "--init", str(first), "--validation-patches", "8"]
     assert main(args) == 0, capsys.readouterr().err
     _, meta = load_model(out, kind="disa")
     cfg = meta["train_config"]
-    assert (cfg["crop_size"], cfg["group_size"], cfg["relative_weight"]) == (33, 4, 1.0)
+    assert (cfg["crop_size"], cfg["group_size"], cfg["relative_weight"], cfg["relative_norm"]) == (33, 4, 1.0, True)
     assert meta["init"] == str(first) and "--crop-size 33" in meta["command"]
     assert "within_pearson" in meta["validation"]["offset_profile"]
     capsys.readouterr()

@@ -115,6 +115,30 @@ def test_config_errors_name_the_field():
         DISATrainConfig(patch_size=9, radii=(3, 5))
 
 
+def test_normalised_within_group_error_weighs_every_place_by_its_own_spread():
+    from omnireg.training.disa import RELATIVE_NORM_FLOOR, _within_group_error
+
+    t = torch.tensor([[0.60, 0.58, 0.55, 0.50], [0.9, 0.5, 0.2, 0.1]]).reshape(-1)  # two groups of 4
+    # a constant offset per group is free, with or without the normalisation
+    assert float(_within_group_error(t + torch.tensor([0.3] * 4 + [-0.2] * 4), t, 4, normalize=True)) < 1e-12
+    # a prediction flat within each group: the plain error is the mean target variance, the normalised one is
+    # each group's variance over (variance + floor), averaged: the flat group of small changes counts as much
+    flat = torch.zeros(8)
+    var = t.reshape(2, 4).var(1, unbiased=False)
+    torch.testing.assert_close(_within_group_error(flat, t, 4), var.mean())
+    torch.testing.assert_close(_within_group_error(flat, t, 4, normalize=True), (var / (var + RELATIVE_NORM_FLOOR)).mean())
+    # the normalised error of a prediction with half the target's deviations is the same for both groups
+    half = 0.5 * (t.reshape(2, 4) - t.reshape(2, 4).mean(1, keepdim=True)).reshape(-1)
+    per_group = [float(_within_group_error(half[i * 4:(i + 1) * 4], t[i * 4:(i + 1) * 4], 4, normalize=True)) for i in range(2)]
+    ratio = [0.25 * float(v / (v + RELATIVE_NORM_FLOOR)) for v in var]
+    assert per_group == pytest.approx(ratio, rel=1e-5)
+    # dense form (groups of K crops x n nodes): each node of each group is one place
+    tn = torch.stack([t, t.flip(0)], dim=1)  # (8, 2)
+    flat2 = torch.zeros_like(tn)
+    v2 = tn.reshape(2, 4, 2).var(1, unbiased=False)
+    torch.testing.assert_close(_within_group_error(flat2, tn, 4, normalize=True), (v2 / (v2 + RELATIVE_NORM_FLOOR)).mean())
+
+
 def test_grouped_batches_share_one_anchor_per_group_and_single_pairs_are_unchanged():
     a, b = _pair(0)
     sampler, cfg = _sampler([(a, b)], group_size=4, relative_weight=1.0)

@@ -39,6 +39,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="pairs per anchor patch (one centre, several offsets); must divide the batch size")
     d.add_argument("--relative-weight", type=float, default=0.0,
                    help="weight of the within-group loss (differences between a group's offsets; needs --group-size >= 2)")
+    d.add_argument("--relative-norm", action="store_true",
+                   help="divide each place's within-group error by the variance of its targets over the group "
+                        "(small similarity changes under small shifts weigh as much as large ones)")
     d.add_argument("--crop-size", type=int, default=0,
                    help="train on whole crops of this size (4 m + 1 voxels): every interior feature node is a target "
                         "(default 0: one centre feature per patch, as published)")
@@ -96,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
     config = DISATrainConfig(
         ndim=args.ndim, patch_size=size, patch_spacing_mm=args.patch_spacing, batch_size=args.batch_size or (24 if args.ndim == 3 else 32),
         teacher=args.teacher, validation_patches=args.validation_patches,
-        group_size=args.group_size, relative_weight=args.relative_weight, crop_size=args.crop_size,
+        group_size=args.group_size, relative_weight=args.relative_weight, relative_norm=args.relative_norm,
+        crop_size=args.crop_size,
         fit=FitConfig(steps=args.steps, lr=args.lr, seed=args.seed, checkpoint_every=args.checkpoint_every),
     )
     progress = TrainProgress(not getattr(args, "quiet", False), f"train disa {args.ndim}D")

@@ -24,7 +24,9 @@ Two options change what one step teaches (both off by default, both measured in
   one anchor patch and differ only by their offsets, and the loss adds ``relative_weight`` times the
   squared error of the within-group deviations (prediction and target minus their group means). The
   plain loss is dominated by how similar two places are at all; registration needs how the similarity
-  changes with the offset at one place (:func:`offset_profile` measures exactly that).
+  changes with the offset at one place (:func:`offset_profile` measures exactly that). With
+  ``relative_norm`` each place's within-group error is divided by its targets' variance over the group
+  (:func:`_within_group_error`).
 - **Dense crops** (``crop_size`` > 0): instead of one centre feature per patch, whole crops of
   ``crop_size`` voxels are compared at every interior feature node (:meth:`DISAPairSampler.dense_batch`,
   :func:`disa_dense_loss`): the target at a node is the teacher's score of the patches centred there
@@ -92,6 +94,7 @@ class DISATrainConfig:
     validation_patches: int = 1000
     group_size: int = 1
     relative_weight: float = 0.0
+    relative_norm: bool = False
     crop_size: int = 0
     fit: FitConfig = field(default_factory=FitConfig)
 
@@ -305,15 +308,30 @@ def _predict(model: DISANet, p1: torch.Tensor, p2: torch.Tensor, group_size: int
     return (f1 * f[n:]).sum(1)
 
 
-def _within_group_error(pred: torch.Tensor, target: torch.Tensor, group_size: int) -> torch.Tensor:
-    """Mean squared error of the deviations from their group means (groups of ``group_size`` consecutive rows)."""
+#: variance floor of :func:`_within_group_error` with ``normalize`` (a standard deviation of about 0.03 in LC2)
+RELATIVE_NORM_FLOOR = 1e-3
+
+
+def _within_group_error(pred: torch.Tensor, target: torch.Tensor, group_size: int, normalize: bool = False) -> torch.Tensor:
+    """Mean squared error of the deviations from their group means (groups of ``group_size`` consecutive rows).
+
+    With ``normalize`` each place's error (a group's, or a group's at one node) is divided by the variance of its
+    targets over the group plus :data:`RELATIVE_NORM_FLOOR`: a place where the teacher falls by 8 % under a small
+    shift weighs as much as one where it falls by half, so the small differences that put the optimum in place are
+    not drowned by the large ones (a scale-free form of the within-place fit that the offset profile reports).
+    """
     dp = pred.reshape(-1, group_size, *pred.shape[1:])
     dt = target.reshape(dp.shape)
-    return F.mse_loss(dp - dp.mean(1, keepdim=True), dt - dt.mean(1, keepdim=True))
+    err = ((dp - dp.mean(1, keepdim=True)) - (dt - dt.mean(1, keepdim=True))) ** 2
+    if not normalize:
+        return err.mean()
+    var = dt.var(1, unbiased=False, keepdim=True)
+    return (err / (var + RELATIVE_NORM_FLOOR)).mean()
 
 
 def disa_loss(
-    model: DISANet, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor], *, group_size: int = 1, relative_weight: float = 0.0
+    model: DISANet, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor], *, group_size: int = 1, relative_weight: float = 0.0,
+    relative_norm: bool = False,
 ) -> torch.Tensor:
     """Mean squared error between the feature dot product and the teacher's similarity, plus
     ``relative_weight`` times the same error after subtracting each group's mean (groups of ``group_size``
@@ -328,12 +346,13 @@ def disa_loss(
     pred = _predict(model, p1, p2, group_size)
     loss = F.mse_loss(pred, t)
     if relative_weight > 0 and group_size > 1:
-        loss = loss + relative_weight * _within_group_error(pred, t, group_size)
+        loss = loss + relative_weight * _within_group_error(pred, t, group_size, relative_norm)
     return loss
 
 
 def disa_dense_loss(
-    model: DISANet, batch: tuple[torch.Tensor, ...], *, radius: int, group_size: int = 1, relative_weight: float = 0.0
+    model: DISANet, batch: tuple[torch.Tensor, ...], *, radius: int, group_size: int = 1, relative_weight: float = 0.0,
+    relative_norm: bool = False,
 ) -> torch.Tensor:
     """:func:`disa_loss` on whole crops (:meth:`DISAPairSampler.dense_batch`): the weighted squared error
     between the dot products of the anchor's and each shifted crop's feature vectors at every interior
@@ -350,7 +369,7 @@ def disa_dense_loss(
     pred = (fa.repeat_interleave(group_size, dim=0) * fb).sum(1)  # (G K, n)
     loss = (w * (pred - t) ** 2).sum() / w.sum()
     if relative_weight > 0 and group_size > 1:
-        loss = loss + relative_weight * _within_group_error(pred, t, group_size)
+        loss = loss + relative_weight * _within_group_error(pred, t, group_size, relative_norm)
     return loss
 
 
@@ -540,10 +559,11 @@ def train_disa(
     if config.crop_size:
         batch_fn = sampler.dense_batch
         loss_fn = functools.partial(disa_dense_loss, radius=max(config.radii), group_size=config.group_size,
-                                    relative_weight=config.relative_weight)
+                                    relative_weight=config.relative_weight, relative_norm=config.relative_norm)
     else:
         batch_fn = sampler.batch
-        loss_fn = functools.partial(disa_loss, group_size=config.group_size, relative_weight=config.relative_weight)
+        loss_fn = functools.partial(disa_loss, group_size=config.group_size, relative_weight=config.relative_weight,
+                                    relative_norm=config.relative_norm)
     result: FitResult = fit(
         model, batch_fn, loss_fn, config.fit,
         checkpoint=out.with_name(out.name + ".ckpt"), resume=resume, extra_state=extra, progress=progress,
@@ -552,7 +572,7 @@ def train_disa(
     if val_rows:
         # validation draws single pairs (group_size 1), so figures compare across training settings
         val_sampler = DISAPairSampler(_load_pairs(val_rows, config.ndim),
-                                      dataclasses.replace(config, group_size=1, relative_weight=0.0, crop_size=0))
+                                      dataclasses.replace(config, group_size=1, relative_weight=0.0, relative_norm=False, crop_size=0))
         validation = disa_validation(
             model, val_sampler, n=config.validation_patches, plot=out.with_name(out.stem + ".validation.png")
         )
