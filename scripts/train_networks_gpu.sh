@@ -16,7 +16,7 @@
 #   voxelmorph-diff_3d, pyramid_3d, pyramid-noaux_3d, pyramid-concat_3d: the same number of steps (STEPS, the
 #     ablation budget of issue 18; cosine learning-rate decay over it), capped by MINUTES;
 #   voxelmorph_3d: the same settings;
-#   segmenter_3d: soft Dice over the 32 named structures, random contrasts, MINUTES.
+#   segmenter_3d: soft Dice over the 32 named structures + cross-entropy (the default --ce-weight 1), random contrasts, MINUTES.
 set -uo pipefail
 DATA=${DATA:-out/synthseg_2mm}
 PACK=${PACK:-out/gpu_pack}

@@ -49,7 +49,10 @@ def test_training_writes_a_model_with_its_frame_provenance_and_dice_per_structur
     assert [r["step"] for r in saved["validation_history"]] == [2, 3]
     lines = [json.loads(x) for x in (tmp_path / "seg.log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines if "loss" in r] == [1, 2, 3]
-    assert all(0 <= r["loss"] <= 1 for r in lines if "loss" in r)
+    # the default loss: soft Dice (in [0, 1]) + 1 x cross-entropy
+    steps = [r for r in lines if "loss" in r]
+    assert all(0 <= r["terms"]["dice_loss"] <= 1 and r["terms"]["cross_entropy"] > 0 for r in steps)
+    assert all(r["loss"] == pytest.approx(r["terms"]["dice_loss"] + r["terms"]["cross_entropy"], rel=1e-5) for r in steps)
 
 
 def test_resume_after_a_time_budget_stop_is_exact(tiny_label_maps, tmp_path):

@@ -24,7 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", "-o", required=True, help="model file to write (.pt)")
     parser.add_argument("--ndim", type=int, choices=(2, 3), default=3, help="3D, or 2D slices of the 3D maps (default 3)")
     parser.add_argument("--mode", choices=("random", "t1"), default="random", help="synthesised contrasts (default random)")
-    parser.add_argument("--ce-weight", type=float, default=0.0, help="weight of a cross-entropy term added to the soft Dice loss (default 0)")
+    parser.add_argument("--ce-weight", type=float, default=1.0,
+                        help="weight of a cross-entropy term added to the soft Dice loss (default 1; 0: Dice only, which let one class absorb the background in a 2D run)")
     parser.add_argument("--model-options", default="", help="JSON object of SegmenterConfig fields, e.g. '{\"enc_channels\": [16, 32, 64]}'")
     parser.add_argument("--synthesis-options", default="", help="JSON object of SynthesisConfig fields, e.g. '{\"strip_prob\": 0}'")
     add_fit_arguments(parser, items="images", lr=3e-3, val_every=100)

@@ -4,7 +4,8 @@
 on single images synthesised from the ``train`` subjects of a prepared label-map folder
 (:class:`~omnireg.training.pairs.LabelMapImages`: a random deformation and, in ``random`` mode, a new
 contrast per image, as SynthSeg), with the soft Dice loss over the 32 named structures
-(:func:`~omnireg.training.losses.soft_dice_loss` on the softmax probabilities; background excluded), through
+(:func:`~omnireg.training.losses.soft_dice_loss` on the softmax probabilities; background excluded) plus
+``ce_weight`` (default 1) times the cross-entropy over all 33 classes, through
 the shared loop :func:`omnireg.training.loop.fit` (AdamW, atomic checkpoints, exact resume, time budget,
 JSON-lines log, DDP). The ``test`` subjects of the folder are never read. It writes, like the registration
 trainer:
@@ -77,7 +78,10 @@ class SegmenterTrainConfig:
         val_every: steps between validations (0: at the end only).
         val_modes: contrast modes of the validation images.
         val_slices: fractions of the labelled slice range where 2D validation images are cut.
-        ce_weight: weight of a cross-entropy term added to the soft Dice loss (0: Dice only).
+        ce_weight: weight of a cross-entropy term added to the soft Dice loss (0: Dice only). Default 1: with the
+            soft Dice alone a 2D run (random contrasts, 20000 steps) ended with the right putamen's class covering
+            the background (its validation Dice 0.0001, the black background of a real T1 labelled putamen); with
+            cross-entropy added the same run (24000 steps) reached a validation Dice of 0.613 against 0.586.
         fit: optimisation settings (steps, lr, seed, checkpoint_every, ...).
     """
 
@@ -90,7 +94,7 @@ class SegmenterTrainConfig:
     val_every: int = 100
     val_modes: tuple[str, ...] = ("random", "t1")
     val_slices: tuple[float, ...] = (0.3, 0.5, 0.7)
-    ce_weight: float = 0.0
+    ce_weight: float = 1.0
     fit: FitConfig = field(default_factory=lambda: FitConfig(lr=3e-3, weight_decay=0.0))
 
     def __post_init__(self) -> None:

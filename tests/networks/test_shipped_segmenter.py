@@ -1,0 +1,94 @@
+"""The shipped 2D segmenter (``segmenter_2d``: DeepSim's and ``omnireg segment``'s default for 2D images): loads
+offline from the package, small, trained only on the training subjects with its command recorded, and finds the
+tissues of a real T1 it never saw (the bundled sample, cut axially) well enough for DeepSim to rank alignment."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from omnireg.core import Grid, Image
+from omnireg.data import sample_path
+from omnireg.io import load_image, save_image
+from omnireg.networks.store import load_model, packaged_weights
+
+#: FreeSurfer numbers of the bundled sample's tissue classes (omnireg/data/sample/ATTRIBUTION.md)
+WHITE_MATTER = (2, 41, 77, 85, 251, 252, 253, 254, 255)
+CORTEX = (3, 42)
+SAMPLE_WM, SAMPLE_CORTEX = 3, 2
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def axial_slice():
+    """The bundled T1 and its tissue classes at 2 mm RAS, the axial slice halfway up the labelled brain."""
+    from omnireg.networks.registration import frame_grid
+    from omnireg.transforms import resample
+
+    t1, lab = load_image(sample_path("t1")), load_image(sample_path("labels"))
+    ras = frame_grid(t1.grid, spacing_mm=2.0)
+    v = resample(t1, None, onto=ras, interp="linear").data.reshape(ras.shape)
+    s = resample(lab, None, onto=ras, interp="nearest").data.numpy().reshape(ras.shape).astype(np.int64)
+    zs = np.nonzero((s > 0).any(axis=(0, 1)))[0]
+    z = int(zs[0] + round(0.5 * (zs[-1] - zs[0])))
+    return Image(v[:, :, z][None].float().contiguous(), Grid(ras.shape[:2], (2.0, 2.0))), s[:, :, z]
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    return float(2 * (a & b).sum() / (a.sum() + b.sum()))
+
+
+def test_shipped_2d_segmenter_loads_offline_is_small_and_records_how_it_was_made():
+    path = packaged_weights("segmenter_2d")
+    assert path.stat().st_size < 10 * 2**20
+    model, meta = load_model(path, kind="segmenter")
+    assert model.config.ndim == 2 and model.config.labels[0] == 0 and len(model.config.labels) == 33
+    assert meta["command"].startswith("omnireg train segmenter") and "--ndim 2" in meta["command"]
+    assert meta["training"]["synthesis"]["mode"] == "random"
+    assert not set(meta["data"]["train_subjects"]) & {"16", "17", "18", "19", "20"}
+    assert meta["data"]["test_subjects_never_read"] == ["16", "17", "18", "19", "20"]
+    assert meta["validation"]["dice"] > 0.6  # held-out subjects 13-15, random and T1-like contrasts
+    assert path.with_suffix(".log.jsonl").is_file()
+
+
+def test_shipped_2d_segmenter_finds_white_matter_and_cortex_of_the_bundled_real_t1(axial_slice):
+    from omnireg.networks.segmenter import predict_labels
+    from omnireg.similarity.deepsim import load_segmenter
+
+    image, classes = axial_slice
+    pred = predict_labels(load_segmenter(None, 2), image.batch(), image.grid)[0, 0].numpy().astype(np.int64)
+    assert _dice(pred > 0, classes > 0) > 0.75
+    assert _dice(np.isin(pred, WHITE_MATTER), classes == SAMPLE_WM) > 0.7
+    assert _dice(np.isin(pred, CORTEX), classes == SAMPLE_CORTEX) > 0.6
+
+
+def test_default_deepsim_of_2d_images_ranks_the_aligned_slice_first(axial_slice):
+    from omnireg.similarity import get_similarity
+
+    image, _ = axial_slice
+    x = image.batch()
+    sim = get_similarity("deepsim")
+    same = float(sim(x, x))
+    shifted = [float(sim(x, torch.roll(x, shifts=s, dims=2))) for s in (1, 2, 4)]
+    assert same == pytest.approx(1.0, abs=1e-5)
+    assert same > shifted[0] > shifted[1] > shifted[2]
+
+
+def test_omnireg_segment_uses_the_shipped_2d_segmenter_by_default(axial_slice, tmp_path):
+    from omnireg.cli.main import main
+
+    image, classes = axial_slice
+    save_image(image, tmp_path / "slice.nii.gz")
+    assert main(["segment", str(tmp_path / "slice.nii.gz"), "--out", str(tmp_path / "labels.nii.gz")]) == 0
+    out = load_image(tmp_path / "labels.nii.gz")
+    assert out.grid.same_as(image.grid)
+    labels = out.data.numpy().reshape(image.grid.shape)
+    assert np.issubdtype(labels.dtype, np.integer) and _dice(labels > 0, classes > 0) > 0.75
