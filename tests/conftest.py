@@ -25,6 +25,16 @@ def shared_data() -> Path:
 
 
 @pytest.fixture
+def one_thread():
+    """One intra-op torch thread for the test (tiny convolutions: two threads on a busy 2-core machine wait on each
+    other at every operation); use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def rng() -> torch.Generator:
     return torch.Generator().manual_seed(1234)
 

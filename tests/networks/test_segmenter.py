@@ -22,13 +22,7 @@ from omnireg.networks.store import load_model, save_model
 TINY = {"enc_channels": (4, 8, 8), "dec_channels": (8, 8, 4, 4), "norm": "none"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny convolutions: one thread (two threads on a busy 2-core machine wait on each other per op)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def threshold_segmenter(ndim: int, labels=(0, 17)) -> Segmenter:

@@ -17,12 +17,7 @@ from omnireg.training.losses import RegistrationBatch, RegistrationLoss
 TINY_SEG = {"enc_channels": (4, 8, 8), "dec_channels": (8, 8, 4, 4)}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture

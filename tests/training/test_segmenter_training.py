@@ -17,13 +17,7 @@ from omnireg.training.segmenter import LABELS, SegmenterTrainConfig, segmenter_s
 TINY = {"enc_channels": [4, 8, 8], "dec_channels": [8, 8, 4, 4]}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny convolutions: one thread (two threads on a busy 2-core machine wait on each other per op)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _config(steps: int = 3, **kw) -> SegmenterTrainConfig:
