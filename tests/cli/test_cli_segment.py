@@ -69,10 +69,13 @@ def test_segment_user_errors_are_one_line(ball_case, tmp_path, capsys):
     image, _, _ = ball_case
     model_2d = save_model(tmp_path / "seg2d.pt", threshold_segmenter(2), kind="segmenter")
     out = str(tmp_path / "l.nii.gz")
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a model")
     for argv, text in [
         (["segment", str(image), "--model", str(model_2d), "--out", out], "2D segmenter"),
         (["segment", str(image), "--model", str(tmp_path / "none.pt"), "--out", out], "none.pt"),
         (["segment", str(tmp_path / "missing.nii.gz"), "--model", str(model_2d), "--out", out], "missing.nii.gz"),
+        (["segment", str(image), "--model", str(garbage), "--out", out], "--model: "),
     ]:
         assert main(argv) == 2
         err = capsys.readouterr().err.strip()
@@ -84,7 +87,8 @@ def test_segment_user_errors_are_one_line(ball_case, tmp_path, capsys):
         packaged_weights("segmenter_3d")
     except ValueError:  # until the shipped weights exist, the default names what is missing
         assert main(["segment", str(image), "--out", out]) == 2
-        assert "segmenter_3d" in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert "--model: no packaged model 'segmenter_3d'" in err and "pass --model" in err
 
 
 def test_train_segmenter_cli_runs_three_steps_records_its_command_and_resumes(tiny_label_maps, tmp_path, capsys):

@@ -48,8 +48,13 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--device: CUDA was requested but is not available")
     if args.model is not None and ("/" in args.model or args.model.endswith(".pt")):
         input_path(args.model, "--model")
-    path = resolve_weights(args.model, "segmenter", image.ndim)
-    model, _ = load_model(path, kind="segmenter", map_location=device)
+    try:
+        path = resolve_weights(args.model, "segmenter", image.ndim)
+        model, _ = load_model(path, kind="segmenter", map_location=device)
+    except ValueError as err:  # the store names its argument "weights"; here it is --model
+        hint = " (no 3D segmenter is shipped yet: train one with 'omnireg train segmenter --ndim 3' and pass --model)" \
+            if args.model is None and image.ndim == 3 else ""
+        raise ValueError(f"--model: {str(err).removeprefix('weights: ')}{hint}") from err
     if model.config.ndim != image.ndim:
         raise ValueError(f"--model: {path} is a {model.config.ndim}D segmenter, {args.image} is {image.ndim}D")
     labels = predict_labels(model, image.batch().float(), image.grid)
