@@ -172,6 +172,12 @@ def _result(fixed, moving, config, builder, ctx, fmask, device, *, linear, defor
     warped = T.resample(moving, total, onto=fixed.grid, interp="linear")
     last = config.stages[-1]
     before, after = _final_metrics(fixed, moving, total, last.metric, builder.metric(last), fmask, device)
+    b, a = before[last.metric], after[last.metric]
+    if a < b - 1e-6 * max(abs(b), 1.0):  # similarities are higher-is-better (SimilarityMeasure.forward); NaN: no warning
+        # the stages' guards compare losses on their own pyramid levels and sampling; a learned measure's engine form
+        # (warped feature maps) can disagree with its full-resolution value (DeepSim on the aligned ITK T1/PD slices)
+        log.warning("the result scores lower than the unregistered images by %s at full resolution (%.4g -> %.4g): "
+                    "check it before use (a different --metric, or --init / --no-global-search)", last.metric, b, a)
     ctx.emit(stage=n_stages - 1, n_stages=n_stages, level=0, n_levels=1, iteration=0, max_iterations=0,
              loss=after[last.metric], phase="done")
     return RegistrationResult(
