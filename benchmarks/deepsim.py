@@ -130,14 +130,7 @@ def segmenter_rows(model, data: Path, ndim: int) -> tuple[list[dict], dict]:
 
 def _engine_images(data: Path, ndim: int, contrasts: list[str], tmp: Path) -> tuple[dict, list[str]]:
     """``{(subject, contrast): (image path, labels (FreeSurfer numbers), label path, grid)}``."""
-    import numpy as np
-    import torch
-
-    from omnireg.core import Grid, Image
-    from omnireg.io import save_image
-    from omnireg.training.labelmaps import LabelMapSet, read_prepared_index
-    from omnireg.training.pairs import brain_slice_range
-    from omnireg.training.synthesis import SynthesisConfig, synthesize
+    from omnireg.training.labelmaps import read_prepared_index
 
     test = read_prepared_index(data)["split"]["test"]
     if ndim == 3:
@@ -146,23 +139,10 @@ def _engine_images(data: Path, ndim: int, contrasts: list[str], tmp: Path) -> tu
         labels = {s: _read_labels(_label_path(data, s)) for s in test}
         paths = _images(data, labels, contrasts, tmp)
         return {k: (p, labels[k[0]][0], lp, labels[k[0]][1]) for k, (p, lp) in paths.items()}, test
-    maps = LabelMapSet.load(data, test)
-    lo, hi = brain_slice_range(maps.labels, 2, 0.2)
-    z = lo + (hi - lo) // 2
-    grid = Grid(maps.grid.shape[:2], maps.grid.spacing[:2])
-    out = {}
-    for i, s in enumerate(test):
-        classes = maps.labels[i : i + 1, :, :, :, z]
-        numbers = maps.values[classes.long()][0, 0].numpy().astype(np.int64)
-        lpath = tmp / f"seg_{s}.nii.gz"
-        save_image(Image(torch.as_tensor(numbers.astype(np.int16))[None], grid), lpath, force=True)
-        for ci, c in enumerate(contrasts):
-            g = torch.Generator().manual_seed(1000 * int(s) + ci)
-            syn = synthesize(classes, maps.values, SynthesisConfig(mode=c), [g], deform=False)
-            path = tmp / f"img_{s}_{c}.nii.gz"
-            save_image(Image(syn.image[0].float() * 1000.0, grid), path, force=True)
-            out[(s, c)] = (path, numbers, lpath, grid)
-    return out, test
+    from networks import slice_images
+
+    labels, paths = slice_images(data, test, contrasts, tmp)
+    return {k: (p, labels[k[0]][0], lp, labels[k[0]][1]) for k, (p, lp) in paths.items()}, test
 
 
 def _method(row: str, weights: str | None, networks: dict):

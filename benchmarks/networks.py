@@ -26,6 +26,7 @@ Usage::
 
     python benchmarks/networks.py --data /work/data_cache/synthseg_2mm [--quick] [--contrasts t1,random]
         [--methods affine,deformable,syn,voxelmorph-diff] [--model voxelmorph-diff=vmdiff_3d.pt] [--threads 2]
+        [--ndim 2]
 
 ``--quick``: the first 4 pairs, ``t1`` only.
 """
@@ -71,6 +72,39 @@ def _images(data: Path, labels: dict, contrasts: list[str], tmp: Path) -> dict:
             save_image(Image(syn.image[0].float() * 1000.0, grid), path, force=True)
             out[(s, c)] = (path, _label_path(data, s))
     return out
+
+
+def slice_images(data: Path, subjects: list[str], contrasts: list[str], tmp: Path) -> tuple[dict, dict]:
+    """2D cases: ``({subject: (label array, grid)}, {(subject, contrast): (image path, label path)})`` from one
+    axial slice per subject (the middle of the brain's axial extent in the aligned maps), synthesised as
+    :func:`_images` does."""
+    import numpy as np
+    import torch
+
+    from omnireg.core import Grid, Image
+    from omnireg.io import save_image
+    from omnireg.training.labelmaps import LabelMapSet
+    from omnireg.training.pairs import brain_slice_range
+    from omnireg.training.synthesis import SynthesisConfig, synthesize
+
+    maps = LabelMapSet.load(data, subjects)
+    lo, hi = brain_slice_range(maps.labels, 2, 0.2)
+    z = lo + (hi - lo) // 2
+    grid = Grid(maps.grid.shape[:2], maps.grid.spacing[:2])
+    labels, images = {}, {}
+    for i, s in enumerate(subjects):
+        classes = maps.labels[i : i + 1, :, :, :, z]
+        numbers = maps.values[classes.long()][0, 0].numpy().astype(np.int64)
+        lpath = tmp / f"seg_{s}.nii.gz"
+        save_image(Image(torch.as_tensor(numbers.astype(np.int16))[None], grid), lpath, force=True)
+        labels[s] = (numbers, grid)
+        for ci, c in enumerate(contrasts):
+            g = torch.Generator().manual_seed(1000 * int(s) + ci)
+            syn = synthesize(classes, maps.values, SynthesisConfig(mode=c), [g], deform=False)
+            path = tmp / f"img_{s}_{c}.nii.gz"
+            save_image(Image(syn.image[0].float() * 1000.0, grid), path, force=True)
+            images[(s, c)] = (path, lpath)
+    return labels, images
 
 
 def _label_path(data: Path, subject: str) -> Path:
@@ -161,6 +195,7 @@ def main(argv=None) -> int:
     ap.add_argument("--model", action="append", default=[], metavar="NAME=PATH", help="model file of a network row")
     ap.add_argument("--refine", type=int, default=30, help="engine iterations of the +refine rows")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--ndim", type=int, choices=(2, 3), default=3, help="3D volumes, or one axial slice per subject")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
     if not (args.data / "prepared.json").is_file() or not (args.data / "native").is_dir():
@@ -189,7 +224,7 @@ def main(argv=None) -> int:
         base = m.split("+")[0]
         if base in NETWORKS and base not in models:
             try:
-                models[base] = packaged_weights(f"{base}_3d")
+                models[base] = packaged_weights(f"{base}_{args.ndim}d")
             except ValueError as exc:
                 skipped[m] = str(exc)
         elif base not in NETWORKS and base not in ENGINE and base != "syn":
@@ -207,8 +242,11 @@ def main(argv=None) -> int:
     rows, raw = [], []
     with tempfile.TemporaryDirectory() as td:
         tmp = Path(td)
-        labels = {s: _read_labels(_label_path(args.data, s)) for s in subjects}
-        images = _images(args.data, labels, contrasts, tmp)
+        if args.ndim == 3:
+            labels = {s: _read_labels(_label_path(args.data, s)) for s in subjects}
+            images = _images(args.data, labels, contrasts, tmp)
+        else:
+            labels, images = slice_images(args.data, subjects, contrasts, tmp)
         for contrast in contrasts:
             for method in methods:
                 dice, hd, neg, secs, peaks, settings = [], [], [], [], [], {}
@@ -246,9 +284,9 @@ def main(argv=None) -> int:
     for m, why in skipped.items():
         print(f"skipped {m}: {why}")
     path = write_json({
-        "machine": machine_info(args.threads, extra_packages=("antspyx",)), "data": str(args.data),
+        "machine": machine_info(args.threads, extra_packages=("antspyx",)), "data": str(args.data), "ndim": args.ndim,
         "pairs": pairs, "contrasts": contrasts, "refine_iterations": args.refine, "rows": rows, "per_pair": raw,
-        "skipped": skipped}, args.json or default_json("networks"))
+        "skipped": skipped}, args.json or default_json("networks" if args.ndim == 3 else "networks_2d"))
     print(f"JSON: {path}")
     return 0
 

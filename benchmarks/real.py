@@ -11,14 +11,18 @@ Cases (``../shared/data``; the script exits with a message when the folder is ab
   fixed image's foreground (Otsu, holes filled), the largest displacement inside and outside the foreground,
   time and the size of ``transform.h5``. Goals: no non-positive determinant in the foreground, displacement
   outside no larger than inside, AFIDs mean below the affine preset's and no landmark worse than identity by
-  more than 1 mm, 1 mm under 90 s on 2 cores.
+  more than 1 mm, 1 mm under 90 s on 2 cores. With ANTsPy installed (the ``bench`` extra), the same
+  landmarks and field statistics for **ANTs SyN** as a new ANTsPy user runs it (``type_of_transform="SyN"``,
+  its defaults: Mattes MI, ``reg_iterations=(40, 20, 0)``; SyN with CC, radius 4, ``reg_iterations=(100, 70, 40)``
+  did not finish within 17 minutes at 2 mm on 2 cores); ``--no-ants`` skips them.
 * **2D elastix T1 / PD** (the elastix manual's pair): ``multimodal-deformable``: non-positive determinants
   inside the fixed mask, time.
 
 Every registration runs through :func:`omnireg.pipeline.run_registration` (what ``omnireg register`` runs)
 into a temporary folder, so sizes are those of the real outputs.
 
-Usage: ``python benchmarks/real.py [--quick|--full] [--threads 2] [--json PATH] [--cases spinal,brain2,brain1,2d]``
+Usage: ``python benchmarks/real.py [--quick|--full] [--threads 2] [--json PATH] [--cases spinal,brain2,brain1,2d]
+[--no-ants]``
 (``--quick``: ch2 -> MNI at 2 mm only).
 """
 
@@ -115,7 +119,56 @@ def _field_stats(out: Path, fixed_path: Path) -> dict:
             "transform_h5_mb": (out / "transform.h5").stat().st_size / 2**20}
 
 
-def brain(spacing: float, tmp: Path) -> list[dict]:
+#: ANTs SyN settings of the reference rows: (row name, ``ants.registration`` keywords, spacings it runs at)
+ANTS_SYN = (("ants-syn (antspy defaults)", dict(type_of_transform="SyN"), (2.0, 1.0)),)
+
+
+def _ants_rows(spacing: float, fixed: Path, moving: Path, p_fixed, q_moving, e0) -> list[dict]:
+    """ANTs SyN on the same images and landmarks (points mapped fixed -> moving by its forward transforms, LPS)."""
+    try:
+        import ants
+    except ImportError:
+        print("ants-syn rows skipped: antspyx is not installed (pip install 'omnireg[bench]')", flush=True)
+        return []
+    import numpy as np
+    import pandas as pd
+    import SimpleITK as sitk
+
+    from omnireg.io import load_image
+    from omnireg.optim.initialize import foreground_region
+
+    img = load_image(fixed)
+    fg = foreground_region(img.batch().float(), img.grid, dilate_mm=0.0)[0, 0].numpy() > 0
+    rows = []
+    for name, kw, spacings in ANTS_SYN:
+        if spacing not in spacings:
+            continue
+        f, m = ants.image_read(str(fixed)), ants.image_read(str(moving))
+        t = time.perf_counter()
+        reg = ants.registration(f, m, random_seed=1, **kw)
+        wall = time.perf_counter() - t
+        lps = pd.DataFrame({"x": -p_fixed[:, 0], "y": -p_fixed[:, 1], "z": p_fixed[:, 2]})
+        out = ants.apply_transforms_to_points(3, lps, reg["fwdtransforms"]).values
+        e = np.linalg.norm(np.c_[-out[:, 0], -out[:, 1], out[:, 2]] - q_moving, axis=1)
+        # the deformable part alone: SyN's forward warp (a displacement field on the fixed grid)
+        warp = sitk.ReadImage(reg["fwdtransforms"][0], sitk.sitkVectorFloat64)
+        jd = np.transpose(sitk.GetArrayFromImage(sitk.DisplacementFieldJacobianDeterminant(warp)), (2, 1, 0))
+        mag = np.linalg.norm(np.transpose(sitk.GetArrayFromImage(warp), (2, 1, 0, 3)), axis=-1)
+        row = {"case": f"ch2->mni {spacing:g}mm", "preset": name, "afids_mean": e.mean(),
+               "afids_median": float(np.median(e)), "afids_max": e.max(), "worst_vs_identity_mm": float((e - e0).max()),
+               "worst_landmark": int(np.argmax(e - e0)) + 1, "time_s": wall,
+               "neg_jac_fg_pct": 100.0 * float((jd[fg] <= 0).mean()), "max_disp_in_mm": float(mag[fg].max()),
+               "max_disp_out_mm": float(mag[~fg].max()) if (~fg).any() else 0.0,
+               "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in kw.items()}}
+        rows.append(row)
+        print(f"ch2->mni {spacing:g} mm {name}: AFIDs {e.mean():.2f}/{np.median(e):.2f}/{e.max():.2f} "
+              f"worst {row['worst_vs_identity_mm']:+.2f} (landmark {row['worst_landmark']})  neg "
+              f"{row['neg_jac_fg_pct']:.3f}%  |u| in {row['max_disp_in_mm']:.1f} out {row['max_disp_out_mm']:.1f}  "
+              f"{wall:.0f} s", flush=True)
+    return rows
+
+
+def brain(spacing: float, tmp: Path, with_ants: bool = True) -> list[dict]:
     import numpy as np
     import torch
 
@@ -134,14 +187,17 @@ def brain(spacing: float, tmp: Path) -> list[dict]:
             mapped = t(torch.as_tensor(p_fixed, dtype=torch.float32)[None])[0].double().numpy()
         e = np.linalg.norm(mapped - q_moving, axis=1)
         row = {"case": f"ch2->mni {spacing:g}mm", "preset": preset, "afids_mean": e.mean(), "afids_median": float(np.median(e)),
-               "afids_max": e.max(), "worst_vs_identity_mm": float((e - e0).max()), "time_s": wall,
+               "afids_max": e.max(), "worst_vs_identity_mm": float((e - e0).max()),
+               "worst_landmark": int(np.argmax(e - e0)) + 1, "time_s": wall,
                "discarded_stages": [s["stage"] for s in summary["stages"] if not s["kept"]]}
         row.update(_field_stats(out, fixed))
         rows.append(row)
         print(f"ch2->mni {spacing:g} mm {preset}: AFIDs {e.mean():.2f}/{np.median(e):.2f}/{e.max():.2f} "
-              f"worst {row['worst_vs_identity_mm']:+.2f}  neg {row['neg_jac_fg_pct']:.3f}%  |u| in "
+              f"worst {row['worst_vs_identity_mm']:+.2f} (landmark {row['worst_landmark']})  neg {row['neg_jac_fg_pct']:.3f}%  |u| in "
               f"{row['max_disp_in_mm']:.1f} out {row['max_disp_out_mm']:.1f}  {wall:.0f} s  {row['transform_h5_mb']:.1f} MB",
               flush=True)
+    if with_ants:
+        rows += _ants_rows(spacing, fixed, moving, p_fixed, q_moving, e0)
     return rows
 
 
@@ -176,6 +232,7 @@ def main(argv=None) -> int:
     ap.add_argument("--cases", default=None, help="comma-separated subset of spinal, brain2, brain1, 2d")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--no-ants", action="store_true", help="skip the ANTs SyN reference rows of ch2 -> MNI")
     args = ap.parse_args(argv)
     if not DATA.is_dir():
         print(f"real.py: the shared data folder {DATA} is absent; nothing to run", file=sys.stderr)
@@ -191,12 +248,13 @@ def main(argv=None) -> int:
             if case == "spinal":
                 rows += spinal(tmp)
             elif case in ("brain2", "brain1"):
-                rows += brain(2.0 if case == "brain2" else 1.0, tmp)
+                rows += brain(2.0 if case == "brain2" else 1.0, tmp, with_ants=not args.no_ants)
             elif case == "2d":
                 rows += elastix2d(tmp)
             else:
                 ap.error(f"--cases: unknown case {case!r}")
-    cols = ["case", "preset", "dice", "afids_mean", "afids_median", "afids_max", "worst_vs_identity_mm", "neg_jac_fg_pct",
+    cols = ["case", "preset", "dice", "afids_mean", "afids_median", "afids_max", "worst_vs_identity_mm", "worst_landmark",
+            "neg_jac_fg_pct",
             "max_disp_in_mm", "max_disp_out_mm", "neg_jac_mask", "time_s", "transform_h5_mb"]
     print(table(cols, [[fmt(r.get(c)) if r.get(c) is not None else "-" for c in cols] for r in rows]))
     path = write_json({"rows": rows, "cases": cases, "total_s": time.time() - t0,
