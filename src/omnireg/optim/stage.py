@@ -31,7 +31,7 @@ from ..core import Grid
 from .config import Optimizer, StageConfig, TransformKind
 from .optimizers import bobyqa, global_rotation_search, gradient_descent
 from .params import Scaled, make_stage_transform, matrix_tensor, parameter_scales, velocity_grid
-from .problem import LevelProblem, ProblemBuilder
+from .problem import MIN_OVERLAP_OF_START, LevelProblem, ProblemBuilder
 from .pyramid import regrid
 from .result import LevelHistory
 
@@ -135,16 +135,28 @@ class _Stage:
     def deform_points(self, points: torch.Tensor) -> torch.Tensor:
         return points if self.deformable is None else self.deformable(points)
 
+    def _linear_voxels(self, prob: LevelProblem) -> torch.Tensor:
+        """Moving voxel coordinates ``(K, *S, D)`` of the fixed level's points under the current linear variables."""
+        d = self.d
+        mat = self.lin_t @ self.scaled.call("matrix")  # (K, D+1, D+1)
+        pts = self.deform_points(prob.points)
+        full = prob.vox_from_world @ mat
+        flat = pts.reshape(pts.shape[0], -1, d)
+        vox = flat @ full[:, :d, :d].transpose(1, 2) + full[:, None, :d, d]
+        return vox.reshape(mat.shape[0], *prob.points.shape[1:])
+
+    def bound_overlap(self, prob: LevelProblem) -> None:
+        """Linear stages: from now on, score only poses that keep :data:`MIN_OVERLAP_OF_START` of the current
+        pose's overlap (called with the level's start pose loaded)."""
+        if self.kind.is_linear:
+            with torch.no_grad():
+                prob.min_overlap = MIN_OVERLAP_OF_START * float(prob.overlap_from_voxels(self._linear_voxels(prob)).min())
+
     def similarity(self, prob: LevelProblem) -> torch.Tensor:
         """The similarity loss ``(K,)`` of the current variables (K candidates for batched linear searches)."""
         d = self.d
         if self.kind.is_linear:
-            mat = self.lin_t @ self.scaled.call("matrix")  # (K, D+1, D+1)
-            pts = self.deform_points(prob.points)
-            full = prob.vox_from_world @ mat
-            flat = pts.reshape(pts.shape[0], -1, d)
-            vox = flat @ full[:, :d, :d].transpose(1, 2) + full[:, None, :d, d]
-            return prob.loss_from_voxels(vox.reshape(mat.shape[0], *prob.points.shape[1:]))
+            return prob.loss_from_voxels(self._linear_voxels(prob))
         if prob.on_grid:
             disp = self.scaled.call("displacement", prob.fixed.grid)  # (1, D, *S) world mm, whole-grid path
             moved = self.deform_points(prob.points + disp.movedim(1, -1))
@@ -255,6 +267,7 @@ def run_stage(ctx: StageContext, si: int, stage: StageConfig, starts: list[np.nd
             st.regrid_velocity(vgrids[i])
             tracks[0].z = st.scaled.flat()
         prob = ctx.builder.problem(stage, li, st.current_matrix())
+        st.bound_overlap(prob)
         hist = LevelHistory(si, li, kind.value, stage.metric, float(stage.shrink[li]))
         ctx.history.append(hist)
         # learned moving features recomputed in the fixed frame (DISA ``reorient``): before every start of the
