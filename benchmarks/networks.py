@@ -15,10 +15,12 @@ Rows (``--methods``; a network row is skipped, with the reason, when its model i
   ``reg_iterations`` 100-70-40; antspyx is an optional benchmark extra, never a dependency);
 * ``voxelmorph``, ``voxelmorph-diff``, ``pyramid``, and ``<model>+refine`` (``--refine N`` engine iterations from
   the network's field): ``omnireg register --model`` (the engine's affine stages first). ``--model NAME=PATH``
-  names the model file of a row (default: the shipped weights of that name).
+  names the model file of a row (default: the shipped weights of that name); a NAME outside those three adds a
+  row of its own (e.g. ``--model pyramid-noaux=noaux.pt --methods ...,pyramid-noaux``: ablations).
 
-Columns: Dice over the 32 named structures (mean over pairs, and the worst structure's mean over pairs), HD95
-(mm, mean over structures and pairs), % non-positive Jacobian determinants of the whole transform on the fixed
+Columns: Dice over the 32 named structures (mean over pairs, and the worst structure's mean over pairs), the
+mean Dice on the 10 % of pairs (at least one) that the ``affine`` row leaves most misaligned (its lowest Dice; when
+``affine`` is among the methods), the network's parameter count, HD95 (mm, mean over structures and pairs), % non-positive Jacobian determinants of the whole transform on the fixed
 grid, time per pair (the method's wall time, loading and writing included) and peak memory of the process
 during the pair (VmHWM reset before each).
 
@@ -153,7 +155,7 @@ def _omnireg_pair(method: str, fixed, moving, fgrid, mlab, out: Path, contrast: 
     if method == "identity":
         return resample(mimg, None, onto=fgrid, interp="nearest").data.numpy().reshape(fgrid.shape), 0.0, 0.0
     base = method.split("+")[0]
-    if base in NETWORKS:
+    if base in models:
         m = method_for(preset("affine"), model=str(models[base]), affine=True,
                        refine=refine if method.endswith("+refine") else 0)
         kw = {"method": m}
@@ -183,6 +185,25 @@ def _syn_pair(fixed, moving, flab, mlab, contrast: str, settings: dict):
     warped = ants.apply_transforms(fl, ml, transformlist=tx["fwdtransforms"], interpolator="genericLabel").numpy()
     jac = ants.create_jacobian_determinant_image(f, tx["fwdtransforms"][0], do_log=False).numpy()
     return np.rint(warped).astype(np.int64), 100.0 * float((jac <= 0).mean()), seconds
+
+
+def _hard_pairs(rows: list[dict], raw: list[dict]) -> None:
+    """Add ``dice_hard`` to ``rows``: the mean Dice on the 10 % of pairs (at least one) with the lowest Dice after
+    the ``affine`` row, per contrast (nothing when ``affine`` did not run)."""
+    import numpy as np
+
+    for contrast in {r["contrast"] for r in rows}:
+        aff = sorted((r["dice_mean"], r["moving"], r["fixed"]) for r in raw
+                     if r["contrast"] == contrast and r["method"] == "affine")
+        if not aff:
+            continue
+        hard = {(m, f) for _, m, f in aff[: max(1, len(aff) // 10)]}
+        for row in rows:
+            if row["contrast"] == contrast:
+                vals = [r["dice_mean"] for r in raw if r["contrast"] == contrast and r["method"] == row["method"]
+                        and (r["moving"], r["fixed"]) in hard]
+                row["dice_hard"] = float(np.mean(vals)) if vals else None
+                row["hard_pairs"] = sorted(hard)
 
 
 def main(argv=None) -> int:
@@ -216,8 +237,9 @@ def main(argv=None) -> int:
     models, skipped = {}, {}
     for spec in args.model:
         name, _, path = spec.partition("=")
-        if name not in NETWORKS or not Path(path).is_file():
-            print(f"--model: expected NAME=PATH with NAME in {list(NETWORKS)} and an existing file, got {spec!r}", file=sys.stderr)
+        if not name or "+" in name or name in ENGINE or name == "syn" or not Path(path).is_file():
+            print(f"--model: expected NAME=PATH with a new row name or one of {list(NETWORKS)} and an existing file, "
+                  f"got {spec!r}", file=sys.stderr)
             return 2
         models[name] = Path(path)
     for m in methods:
@@ -227,7 +249,7 @@ def main(argv=None) -> int:
                 models[base] = packaged_weights(f"{base}_{args.ndim}d")
             except ValueError as exc:
                 skipped[m] = str(exc)
-        elif base not in NETWORKS and base not in ENGINE and base != "syn":
+        elif base not in models and base not in ENGINE and base != "syn":
             print(f"--methods: unknown {m!r}", file=sys.stderr)
             return 2
     if "syn" in methods:
@@ -271,16 +293,24 @@ def main(argv=None) -> int:
                                 "time_s": s, "peak_rss_mb": peaks[-1]})
                     print(f"{contrast} {method} {mov}->{fix}: Dice {np.nanmean(d):.3f} HD95 {np.nanmean(h):.2f} mm "
                           f"non-pos {n:.3f}% {s:.1f} s", flush=True)
+                base = method.split("+")[0]
+                params = None
+                if base in models:
+                    from omnireg.networks.store import load_model
+
+                    params = sum(p.numel() for p in load_model(models[base])[0].parameters())
                 per_struct = np.nanmean(np.array(dice), axis=0)
                 worst = int(np.nanargmin(per_struct))
                 rows.append({"contrast": contrast, "method": method, "pairs": len(pairs),
                              "dice": float(np.nanmean(np.nanmean(np.array(dice), axis=1))),
                              "worst_structure": names[worst], "worst_dice": float(per_struct[worst]),
                              "hd95_mm": float(np.nanmean(np.array(hd))), "neg_jac_pct": float(np.mean(neg)),
-                             "time_s": float(np.mean(secs)), "peak_rss_mb": float(np.max(peaks)),
+                             "time_s": float(np.mean(secs)), "peak_rss_mb": float(np.max(peaks)), "params": params,
                              "model": str(models.get(method.split("+")[0], "")) or None, "settings": settings or None})
-    cols = ["contrast", "method", "pairs", "dice", "worst_structure", "worst_dice", "hd95_mm", "neg_jac_pct", "time_s", "peak_rss_mb"]
-    print(table(cols, [[fmt(r[c]) for c in cols] for r in rows]))
+    _hard_pairs(rows, raw)
+    cols = ["contrast", "method", "pairs", "dice", "dice_hard", "worst_structure", "worst_dice", "hd95_mm", "neg_jac_pct",
+            "params", "time_s", "peak_rss_mb"]
+    print(table(cols, [[fmt(r.get(c)) if r.get(c) is not None else "-" for c in cols] for r in rows]))
     for m, why in skipped.items():
         print(f"skipped {m}: {why}")
     path = write_json({
