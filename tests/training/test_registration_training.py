@@ -71,6 +71,18 @@ def test_resume_after_a_time_budget_stop_is_exact(tiny_label_maps, tmp_path):
         train_registration(_config(loss="mse"), b, label_maps=tiny_label_maps, resume=True)
 
 
+def test_resuming_a_finished_run_leaves_its_model_file_as_it_is(tiny_label_maps, tmp_path):
+    # a finished run resumed (e.g. a training script re-run with --resume) once rewrote the shipped model file with
+    # the resume's command and its 1-second wall time: the provenance of the run that made the weights was lost
+    out = tmp_path / "m.pt"
+    train_registration(_config(steps=2, ndim=2), out, label_maps=tiny_label_maps)
+    before = out.read_bytes()
+    meta = train_registration(_config(steps=2, ndim=2), out, label_maps=tiny_label_maps, resume=True,
+                              meta={"command": "omnireg train registration ... --resume"})
+    assert meta["steps_done"] == 2
+    assert out.read_bytes() == before
+
+
 def test_init_from_starts_with_the_given_weights_and_records_them(tiny_label_maps, tmp_path):
     a, b = tmp_path / "a.pt", tmp_path / "b.pt"
     train_registration(_config(steps=2, ndim=2), a, label_maps=tiny_label_maps)

@@ -62,6 +62,9 @@ def test_resume_after_a_time_budget_stop_is_exact(tiny_label_maps, tmp_path):
         torch.testing.assert_close(sa[k], sb[k], rtol=0, atol=0)
     steps = [json.loads(x)["step"] for x in (tmp_path / "b.log.jsonl").read_text().splitlines() if "loss" in x]
     assert steps == [1, 2, 3, 4]
+    finished = b.read_bytes()  # resuming the finished run leaves the model file (and its provenance) as it is
+    train_segmenter(_config(**cfg), b, label_maps=tiny_label_maps, resume=True)
+    assert b.read_bytes() == finished
     with pytest.raises(ValueError, match="different"):
         train_segmenter(_config(steps=4, ndim=2, batch_size=1), b, label_maps=tiny_label_maps, resume=True)
 

@@ -324,6 +324,8 @@ def train_registration(
                  validate=validate, validate_every=config.val_every, log_path=log_path, on_checkpoint=on_checkpoint, dist=dist)
     final = model_meta(result.step, result)
     final["stopped_early"] = result.stopped_early
-    if dist.is_main:
+    if dist.is_main and (result.steps_run > 0 or not out.is_file()):
         save_model(out, model, kind=kind, meta=final)
+    elif dist.is_main:  # resumed from a finished run: the model file keeps the provenance of the run that made it
+        log.info("%s: the checkpoint has all %d steps; nothing to train, the model file is left as it is", out, result.step)
     return final
