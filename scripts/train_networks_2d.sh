@@ -16,11 +16,16 @@
 # 3. copies each shipped model file (not the ablations) into src/omnireg/data/weights/<name>_2d.pt and keeps,
 #    beside it, every validation line of the training log and every 100th step line (<name>_2d.log.jsonl; the full
 #    log stays in WORK).
+#
+# The README's same-budget ablation rows (benchmarks/networks.py --ndim 2) used the model files of pyramid,
+# pyramid-noaux, pyramid-concat and voxelmorph-diff as they stood at step 4000 of this 10000-step schedule (the
+# ablations were stopped there; the model file is rewritten at every checkpoint, so copy it when the log reaches
+# the step you compare at).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-/work/data_cache/synthseg_2mm}
 WORK=${WORK:-/tmp/omnireg-networks-2d}
-STEPS=${STEPS:-20000}
+STEPS=${STEPS:-10000}
 MODELS=${MODELS:-voxelmorph-diff voxelmorph pyramid pyramid-noaux pyramid-concat}
 DEST=src/omnireg/data/weights
 mkdir -p "$WORK"
