@@ -33,10 +33,11 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..networks.store import atomic_torch_save, to_plain
+from ..networks.store import atomic_torch_save, save_model, to_plain
 from .distributed import DistContext
 
-__all__ = ["FitConfig", "FitResult", "TrainEvent", "fit", "item_generator", "run_files", "run_provenance", "step_generator"]
+__all__ = ["FitConfig", "FitResult", "TrainEvent", "fit", "item_generator", "run_files", "run_provenance", "step_generator",
+           "write_final_model"]
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +129,17 @@ def run_files(out: str | Path, *, dist: DistContext, resume: bool) -> tuple[Path
     if dist.is_main and (not resume or not ckpt.is_file()):
         log_path.unlink(missing_ok=True)
     return out, ckpt, log_path
+
+
+def write_final_model(out: Path, model: nn.Module, *, kind: str, meta: dict, result: FitResult, dist: DistContext) -> None:
+    """Write the model file at the end of a :func:`fit` run (rank 0). A run resumed from a finished checkpoint (no
+    step taken) leaves an existing model file as it is, so it keeps the provenance of the run that made it."""
+    if not dist.is_main:
+        return
+    if result.steps_run == 0 and out.is_file():
+        log.info("%s: the checkpoint has all %d steps; nothing to train, the model file is left as it is", out, result.step)
+        return
+    save_model(out, model, kind=kind, meta=meta)
 
 
 def run_provenance(device: torch.device, dist: DistContext, started: float) -> dict:

@@ -35,7 +35,7 @@ from ..core.enums import as_enum
 from ..networks.store import read_model_file, save_model, to_plain
 from .distributed import DistContext
 from .labelmaps import LabelMapSet, read_prepared_index, sha256_file
-from .loop import FitConfig, FitResult, TrainEvent, fit, run_files, run_provenance
+from .loop import FitConfig, FitResult, TrainEvent, fit, run_files, run_provenance, write_final_model
 from .losses import RegistrationBatch, RegistrationLoss, RegTarget
 from .pairs import ImagePairs, LabelMapPairs, validation_pairs
 from ..networks.registration import warp_voxels
@@ -324,8 +324,5 @@ def train_registration(
                  validate=validate, validate_every=config.val_every, log_path=log_path, on_checkpoint=on_checkpoint, dist=dist)
     final = model_meta(result.step, result)
     final["stopped_early"] = result.stopped_early
-    if dist.is_main and (result.steps_run > 0 or not out.is_file()):
-        save_model(out, model, kind=kind, meta=final)
-    elif dist.is_main:  # resumed from a finished run: the model file keeps the provenance of the run that made it
-        log.info("%s: the checkpoint has all %d steps; nothing to train, the model file is left as it is", out, result.step)
+    write_final_model(out, model, kind=kind, meta=final, result=result, dist=dist)
     return final

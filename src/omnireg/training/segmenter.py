@@ -43,7 +43,7 @@ from ..networks.segmenter import Segmenter, SegmenterConfig
 from ..networks.store import save_model, to_plain
 from .distributed import DistContext
 from .labelmaps import NAMED_STRUCTURES, LabelMapSet, read_prepared_index, structure_lookup
-from .loop import FitConfig, FitResult, TrainEvent, fit, run_files, run_provenance, item_generator
+from .loop import FitConfig, FitResult, TrainEvent, fit, run_files, run_provenance, write_final_model, item_generator
 from .losses import one_hot, soft_dice_loss
 from .pairs import LabelMapImages, brain_slice_range
 from .registration import dice_per_structure
@@ -263,8 +263,5 @@ def train_segmenter(
                  log_path=log_path, on_checkpoint=on_checkpoint, dist=dist)
     final = model_meta(result.step, result)
     final["stopped_early"] = result.stopped_early
-    if dist.is_main and (result.steps_run > 0 or not out.is_file()):
-        save_model(out, model, kind="segmenter", meta=final)
-    elif dist.is_main:  # resumed from a finished run: the model file keeps the provenance of the run that made it
-        log.info("%s: the checkpoint has all %d steps; nothing to train, the model file is left as it is", out, result.step)
+    write_final_model(out, model, kind="segmenter", meta=final, result=result, dist=dist)
     return final
