@@ -138,25 +138,25 @@ class LevelProblem:
         vox = moving_world @ m[:d, :d].T + m[:d, d]
         return self.loss_from_voxels(vox)
 
+    def _weights(self, sampled_extra: torch.Tensor) -> torch.Tensor:
+        """The comparison weights ``(K, 1, ...)`` from the sampled extra channels of :attr:`stack` (the moving
+        support, then the moving mask if any): support x moving mask x fixed mask."""
+        mask = sampled_extra[:, :1]
+        if self.moving_mask is not None:
+            mask = mask * sampled_extra[:, 1:2]
+        return mask if self.fixed_mask is None else mask * self.fixed_mask
+
     def overlap_from_voxels(self, vox: torch.Tensor) -> torch.Tensor:
         """The overlap ``(K,)`` of candidates given as moving voxel coordinates (what :attr:`min_overlap` bounds)."""
         with torch.no_grad():
-            c = self.channels
-            out = sample(self.stack[:, c:], vox, interp="linear", padding="zeros")
-            mask = out[:, :1] * out[:, 1:2] if self.moving_mask is not None else out[:, :1]
-            if self.fixed_mask is not None:
-                mask = mask * self.fixed_mask
-            return mask.reshape(vox.shape[0], -1).sum(1)
+            extra = sample(self.stack[:, self.channels :], vox, interp="linear", padding="zeros")
+            return self._weights(extra).reshape(vox.shape[0], -1).sum(1)
 
     def loss_from_voxels(self, vox: torch.Tensor) -> torch.Tensor:
         k = vox.shape[0]
         out = sample(self.stack, vox, interp="linear", padding="zeros")
         c = self.channels
-        warped, mask = out[:, :c], out[:, c : c + 1]
-        if self.moving_mask is not None:
-            mask = mask * out[:, c + 1 : c + 2]
-        if self.fixed_mask is not None:
-            mask = mask * self.fixed_mask
+        warped, mask = out[:, :c], self._weights(out[:, c:])
         support = mask.detach().reshape(k, -1).sum(1)
         valid = (support > 1e-3 * mask[0].numel()) & (support >= self.min_overlap)
         fixed = self.fixed_data.expand(k, *self.fixed_data.shape[1:])
