@@ -306,7 +306,7 @@ def main(argv=None) -> int:
                              "worst_structure": names[worst], "worst_dice": float(per_struct[worst]),
                              "hd95_mm": float(np.nanmean(np.array(hd))), "neg_jac_pct": float(np.mean(neg)),
                              "time_s": float(np.mean(secs)), "peak_rss_mb": float(np.max(peaks)), "params": params,
-                             "model": str(models.get(method.split("+")[0], "")) or None, "settings": settings or None})
+                             "model": str(models[base]) if base in models else None, "settings": settings or None})
     _hard_pairs(rows, raw)
     cols = ["contrast", "method", "pairs", "dice", "dice_hard", "worst_structure", "worst_dice", "hd95_mm", "neg_jac_pct",
             "params", "time_s", "peak_rss_mb"]

@@ -94,17 +94,30 @@ def _brain_images(spacing: float, tmp: Path) -> tuple[Path, Path]:
     return out[0], out[1]
 
 
-def _field_stats(out: Path, fixed_path: Path) -> dict:
+def _foreground(fixed_path: Path):
+    """The fixed image's foreground (Otsu, holes filled) as a boolean array on its grid."""
+    from omnireg.io import load_image
+    from omnireg.optim.initialize import foreground_region
+
+    fixed = load_image(fixed_path)
+    return foreground_region(fixed.batch().float(), fixed.grid, dilate_mm=0.0)[0, 0].numpy() > 0
+
+
+def _disp_stats(mag, jd, fg) -> dict:
+    """% non-positive Jacobian determinants inside ``fg`` and the largest displacement inside and outside it."""
+    return {"neg_jac_fg_pct": 100.0 * float((jd[fg] <= 0).mean()), "max_disp_in_mm": float(mag[fg].max()),
+            "max_disp_out_mm": float(mag[~fg].max()) if (~fg).any() else 0.0}
+
+
+def _field_stats(out: Path, fixed_path: Path, fg) -> dict:
     import numpy as np
     import torch
 
     from omnireg.evaluation import jacobian_determinant
     from omnireg.io import load_image
-    from omnireg.optim.initialize import foreground_region
     from omnireg.transforms.files import load_transform
 
     fixed = load_image(fixed_path)
-    fg = foreground_region(fixed.batch().float(), fixed.grid, dilate_mm=0.0)[0, 0].numpy() > 0
     t = load_transform(out / "transform.h5")
     pts = torch.as_tensor(fixed.grid.points("world").reshape(1, -1, 3), dtype=torch.float32)
     with torch.no_grad():
@@ -112,18 +125,33 @@ def _field_stats(out: Path, fixed_path: Path) -> dict:
         # the deformable part alone: T = L o D, so D(x) = L^-1(T(x))
         d_pts = lin.inverse()(t(pts)) if (out / "deformation.nii.gz").exists() else pts
     u = (d_pts - pts)[0].numpy().reshape(*fixed.grid.shape, 3)
-    mag = np.linalg.norm(u, axis=-1)
     jd = jacobian_determinant(np.moveaxis(u, -1, 0).astype(np.float64), fixed.grid)
-    return {"neg_jac_fg_pct": 100.0 * float((jd[fg] <= 0).mean()), "max_disp_in_mm": float(mag[fg].max()),
-            "max_disp_out_mm": float(mag[~fg].max()) if (~fg).any() else 0.0,
+    return {**_disp_stats(np.linalg.norm(u, axis=-1), jd, fg),
             "transform_h5_mb": (out / "transform.h5").stat().st_size / 2**20}
+
+
+def _landmark_row(spacing: float, name: str, e, e0, wall: float) -> dict:
+    """A ch2 -> MNI row: AFIDs errors ``e`` (the identity's ``e0``) and the time."""
+    import numpy as np
+
+    return {"case": f"ch2->mni {spacing:g}mm", "preset": name, "afids_mean": e.mean(), "afids_median": float(np.median(e)),
+            "afids_max": e.max(), "worst_vs_identity_mm": float((e - e0).max()),
+            "worst_landmark": int(np.argmax(e - e0)) + 1, "time_s": wall}
+
+
+def _print_brain_row(spacing: float, row: dict) -> None:
+    size = f"  {row['transform_h5_mb']:.1f} MB" if "transform_h5_mb" in row else ""
+    print(f"ch2->mni {spacing:g} mm {row['preset']}: AFIDs {row['afids_mean']:.2f}/{row['afids_median']:.2f}/"
+          f"{row['afids_max']:.2f} worst {row['worst_vs_identity_mm']:+.2f} (landmark {row['worst_landmark']})  neg "
+          f"{row['neg_jac_fg_pct']:.3f}%  |u| in {row['max_disp_in_mm']:.1f} out {row['max_disp_out_mm']:.1f}  "
+          f"{row['time_s']:.0f} s{size}", flush=True)
 
 
 #: ANTs SyN settings of the reference rows: (row name, ``ants.registration`` keywords, spacings it runs at)
 ANTS_SYN = (("ants-syn (antspy defaults)", dict(type_of_transform="SyN"), (2.0, 1.0)),)
 
 
-def _ants_rows(spacing: float, fixed: Path, moving: Path, p_fixed, q_moving, e0) -> list[dict]:
+def _ants_rows(spacing: float, fixed: Path, moving: Path, p_fixed, q_moving, e0, fg) -> list[dict]:
     """ANTs SyN on the same images and landmarks (points mapped fixed -> moving by its forward transforms, LPS)."""
     try:
         import ants
@@ -134,11 +162,6 @@ def _ants_rows(spacing: float, fixed: Path, moving: Path, p_fixed, q_moving, e0)
     import pandas as pd
     import SimpleITK as sitk
 
-    from omnireg.io import load_image
-    from omnireg.optim.initialize import foreground_region
-
-    img = load_image(fixed)
-    fg = foreground_region(img.batch().float(), img.grid, dilate_mm=0.0)[0, 0].numpy() > 0
     rows = []
     for name, kw, spacings in ANTS_SYN:
         if spacing not in spacings:
@@ -154,17 +177,10 @@ def _ants_rows(spacing: float, fixed: Path, moving: Path, p_fixed, q_moving, e0)
         warp = sitk.ReadImage(reg["fwdtransforms"][0], sitk.sitkVectorFloat64)
         jd = np.transpose(sitk.GetArrayFromImage(sitk.DisplacementFieldJacobianDeterminant(warp)), (2, 1, 0))
         mag = np.linalg.norm(np.transpose(sitk.GetArrayFromImage(warp), (2, 1, 0, 3)), axis=-1)
-        row = {"case": f"ch2->mni {spacing:g}mm", "preset": name, "afids_mean": e.mean(),
-               "afids_median": float(np.median(e)), "afids_max": e.max(), "worst_vs_identity_mm": float((e - e0).max()),
-               "worst_landmark": int(np.argmax(e - e0)) + 1, "time_s": wall,
-               "neg_jac_fg_pct": 100.0 * float((jd[fg] <= 0).mean()), "max_disp_in_mm": float(mag[fg].max()),
-               "max_disp_out_mm": float(mag[~fg].max()) if (~fg).any() else 0.0,
+        row = {**_landmark_row(spacing, name, e, e0, wall), **_disp_stats(mag, jd, fg),
                "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in kw.items()}}
         rows.append(row)
-        print(f"ch2->mni {spacing:g} mm {name}: AFIDs {e.mean():.2f}/{np.median(e):.2f}/{e.max():.2f} "
-              f"worst {row['worst_vs_identity_mm']:+.2f} (landmark {row['worst_landmark']})  neg "
-              f"{row['neg_jac_fg_pct']:.3f}%  |u| in {row['max_disp_in_mm']:.1f} out {row['max_disp_out_mm']:.1f}  "
-              f"{wall:.0f} s", flush=True)
+        _print_brain_row(spacing, row)
     return rows
 
 
@@ -179,6 +195,7 @@ def brain(spacing: float, tmp: Path, with_ants: bool = True) -> list[dict]:
     rows = [{"case": f"ch2->mni {spacing:g}mm", "preset": "identity", "afids_mean": e0.mean(),
              "afids_median": float(np.median(e0)), "afids_max": e0.max()}]
     fixed, moving = _brain_images(spacing, tmp)
+    fg = _foreground(fixed)
     for preset in BRAIN_PRESETS:
         out = tmp / f"brain{spacing:g}-{preset}"
         summary, wall = _run(fixed, moving, preset, out)
@@ -186,18 +203,12 @@ def brain(spacing: float, tmp: Path, with_ants: bool = True) -> list[dict]:
         with torch.no_grad():
             mapped = t(torch.as_tensor(p_fixed, dtype=torch.float32)[None])[0].double().numpy()
         e = np.linalg.norm(mapped - q_moving, axis=1)
-        row = {"case": f"ch2->mni {spacing:g}mm", "preset": preset, "afids_mean": e.mean(), "afids_median": float(np.median(e)),
-               "afids_max": e.max(), "worst_vs_identity_mm": float((e - e0).max()),
-               "worst_landmark": int(np.argmax(e - e0)) + 1, "time_s": wall,
+        row = {**_landmark_row(spacing, preset, e, e0, wall), **_field_stats(out, fixed, fg),
                "discarded_stages": [s["stage"] for s in summary["stages"] if not s["kept"]]}
-        row.update(_field_stats(out, fixed))
         rows.append(row)
-        print(f"ch2->mni {spacing:g} mm {preset}: AFIDs {e.mean():.2f}/{np.median(e):.2f}/{e.max():.2f} "
-              f"worst {row['worst_vs_identity_mm']:+.2f} (landmark {row['worst_landmark']})  neg {row['neg_jac_fg_pct']:.3f}%  |u| in "
-              f"{row['max_disp_in_mm']:.1f} out {row['max_disp_out_mm']:.1f}  {wall:.0f} s  {row['transform_h5_mb']:.1f} MB",
-              flush=True)
+        _print_brain_row(spacing, row)
     if with_ants:
-        rows += _ants_rows(spacing, fixed, moving, p_fixed, q_moving, e0)
+        rows += _ants_rows(spacing, fixed, moving, p_fixed, q_moving, e0, fg)
     return rows
 
 
